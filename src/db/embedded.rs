@@ -1,0 +1,1 @@
+//! An embedded PostgreSQL cluster started from the system's binaries.

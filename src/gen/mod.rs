@@ -1,0 +1,1 @@
+//! Synthetic ECLRS snapshots (`sluice gen`, SPEC §8).
