@@ -12,6 +12,8 @@ CREATE TABLE files (
     header_version  text,
     -- Canonical column names of the file's profile: the names of `events.payload`'s elements.
     columns         text[],
+    -- Names of the record key's columns (a subset of columns, in key order).
+    key_columns     text[],
     rows            bigint      NOT NULL DEFAULT 0,
     new             bigint      NOT NULL DEFAULT 0,
     changed         bigint      NOT NULL DEFAULT 0,

@@ -51,3 +51,27 @@ pub enum FileError {
         source: std::io::Error,
     },
 }
+
+/// Errors inside the ingest pipeline. Any of them aborts the snapshot in flight; its file is retried with the
+/// dedupe state rebuilt from committed `record_state` (SPEC §2 invariant).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("the {0} mailbox is closed (its actor stopped)")]
+    Closed(&'static str),
+    #[error("a parser task failed: {0}")]
+    Parser(String),
+    #[error("the pipeline is shutting down")]
+    Shutdown,
+}
+
+impl PipelineError {
+    /// Whether retrying the same work later may succeed (PostgreSQL away, an actor restarting) as opposed to a
+    /// problem with the file itself.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, PipelineError::File(_))
+    }
+}

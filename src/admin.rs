@@ -1,0 +1,108 @@
+//! The admin HTTP server (SPEC §6), on its own thread so that a busy pipeline never delays a health check.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the health endpoints report.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Migrated and connected.
+    pub ready: AtomicBool,
+    /// SIGTERM received: finishing work, taking no more.
+    pub draining: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    health: Arc<Health>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if s.health.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if s.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// A running admin server.
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AdminServer {
+    /// Binds `listen` now (so a port conflict fails start-up) and serves on a thread of its own.
+    pub fn start(listen: SocketAddr, health: Arc<Health>) -> std::io::Result<AdminServer> {
+        let std_listener = std::net::TcpListener::bind(listen)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(AdminState { health });
+        let thread = std::thread::Builder::new()
+            .name("sluice-admin".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("admin runtime");
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "admin server cannot listen");
+                            return;
+                        }
+                    };
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "admin server stopped");
+                    }
+                });
+            })?;
+        tracing::info!(%addr, "admin server listening");
+        Ok(AdminServer {
+            addr,
+            thread: Some(thread),
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

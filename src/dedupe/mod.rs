@@ -1,0 +1,515 @@
+//! DedupeActor: one shard of a source's committed state, classifying each row of a snapshot (SPEC §2, §3.4).
+//!
+//! Each shard owns the keys with `shard_of(key) == index`. During a snapshot it classifies every row it is sent
+//! against the committed state and against the rows of the same snapshot already seen (duplicates, conflicts).
+//! Nothing is emitted until the end-of-snapshot [`Barrier`]: only then is every conflict settled by the
+//! order-independent winner rule (greatest order key, then greatest row hash), so re-ordering a file never creates
+//! changes. At the barrier the shard reports removed keys, updates its in-memory state — the only time memory runs
+//! ahead of the database — and hands its changes to the EventLogWriter, waiting for their commit before it answers.
+
+pub mod state;
+
+use crate::error::{DbError, PipelineError};
+use crate::mailbox::EdgeSender;
+use crate::snapshot::{shard_of, Change, ChangeKind, ConflictRow, Counts, Snapshot};
+use crate::writer::{EventLogWriter, WriteChanges, WriteRemoved};
+use actix::prelude::*;
+use futures_util::{pin_mut, TryStreamExt};
+use serde::Serialize;
+use state::{Committed, Entry, KeyMap, StateMap};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
+
+use crate::parse::{KeyHash, ParsedRow, RowHash};
+
+/// Low 64 bits of a row hash: what the in-memory state compares.
+fn low64(h: RowHash) -> u64 {
+    h as u64
+}
+
+#[derive(Clone, Copy)]
+struct SeenRow {
+    row_hash: RowHash,
+    order_key: u64,
+    line: u64,
+    offset: u64,
+    len: u32,
+    prior: Option<Committed>,
+}
+
+impl SeenRow {
+    fn beats(&self, other: &SeenRow) -> bool {
+        (self.order_key, self.row_hash) > (other.order_key, other.row_hash)
+    }
+}
+
+/// What a shard holds only while a snapshot is in flight.
+struct InFlight {
+    snapshot: Arc<Snapshot>,
+    /// The winning row so far for every key of the snapshot.
+    seen: KeyMap<SeenRow>,
+    /// Rows that lost a conflict, per key (rare).
+    losers: KeyMap<Vec<SeenRow>>,
+    rows: u64,
+    duplicate: u64,
+    /// Resumed snapshot: keys whose change this file already committed, and its kind.
+    committed_by_file: KeyMap<ChangeKind>,
+    committed_removed: u64,
+}
+
+/// The state dump of a shard.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardDump {
+    pub source: String,
+    pub shard: usize,
+    pub keys: usize,
+    pub state_bytes: usize,
+    pub in_flight_rows: u64,
+    pub snapshots: u64,
+}
+
+/// What a shard found in one snapshot.
+#[derive(Debug, Default)]
+pub struct ShardReport {
+    pub counts: Counts,
+    pub conflicts: Vec<ConflictRow>,
+    pub events: u64,
+}
+
+pub struct DedupeShard {
+    source: Arc<str>,
+    index: usize,
+    shards: usize,
+    db_url: String,
+    writer: EdgeSender<EventLogWriter>,
+    writer_batch: usize,
+    state: StateMap,
+    in_flight: Option<InFlight>,
+    /// The in-memory state may differ from `record_state` (after an aborted snapshot, or before the first load):
+    /// the next snapshot reloads it first.
+    dirty: bool,
+    snapshots: u64,
+}
+
+impl DedupeShard {
+    pub fn new(
+        source: Arc<str>,
+        index: usize,
+        shards: usize,
+        db_url: String,
+        writer: EdgeSender<EventLogWriter>,
+        writer_batch: usize,
+    ) -> Self {
+        DedupeShard {
+            source,
+            index,
+            shards,
+            db_url,
+            writer,
+            writer_batch,
+            state: StateMap::default(),
+            in_flight: None,
+            dirty: true,
+            snapshots: 0,
+        }
+    }
+
+    fn classify(&mut self, row: &ParsedRow) {
+        debug_assert_eq!(shard_of(row.key_hash, self.shards), self.index);
+        let Some(fl) = self.in_flight.as_mut() else {
+            return;
+        };
+        fl.rows += 1;
+        let candidate = SeenRow {
+            row_hash: row.row_hash,
+            order_key: row.order_key,
+            line: row.line,
+            offset: row.offset,
+            len: row.len,
+            prior: None,
+        };
+        match fl.seen.entry(row.key_hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let prior = self.state.lookup_and_mark(row.key_hash);
+                v.insert(SeenRow { prior, ..candidate });
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let winner = o.get_mut();
+                let losers = fl.losers.entry(row.key_hash).or_default();
+                if winner.row_hash == row.row_hash
+                    || losers.iter().any(|l| l.row_hash == row.row_hash)
+                {
+                    fl.duplicate += 1;
+                } else if candidate.beats(winner) {
+                    losers.push(*winner);
+                    *winner = SeenRow {
+                        prior: winner.prior,
+                        ..candidate
+                    };
+                } else {
+                    losers.push(candidate);
+                }
+            }
+        }
+    }
+
+    /// Settles the snapshot: classifies every winner, finds removed keys and applies the changes to the state.
+    fn settle(&mut self, fl: InFlight) -> (ShardReport, Vec<Change>, Vec<(KeyHash, u32)>) {
+        let mut counts = Counts {
+            rows: fl.rows,
+            duplicate: fl.duplicate,
+            ..Counts::default()
+        };
+        let mut changes = Vec::new();
+        for (&key, s) in &fl.seen {
+            let (kind, version) = match s.prior {
+                None => (Some(ChangeKind::New), 1),
+                Some(c) if c.removed => (Some(ChangeKind::New), c.version + 1),
+                Some(c) if c.row == low64(s.row_hash) => (None, c.version),
+                Some(c) => (Some(ChangeKind::Changed), c.version + 1),
+            };
+            match kind {
+                None => match fl.committed_by_file.get(&key) {
+                    Some(ChangeKind::New) => counts.new += 1,
+                    Some(ChangeKind::Changed) => counts.changed += 1,
+                    _ => counts.unchanged += 1,
+                },
+                Some(kind) => {
+                    if kind == ChangeKind::New {
+                        counts.new += 1;
+                    } else {
+                        counts.changed += 1;
+                    }
+                    changes.push(Change {
+                        key_hash: key,
+                        kind,
+                        version,
+                        row_hash: s.row_hash,
+                        line: s.line,
+                        offset: s.offset,
+                        len: s.len,
+                    });
+                }
+            }
+        }
+        let mut conflicts = Vec::new();
+        for (&key, losers) in &fl.losers {
+            counts.conflict += losers.len() as u64;
+            conflicts.extend(losers.iter().map(|l| ConflictRow {
+                key_hash: key,
+                line: l.line,
+                offset: l.offset,
+                len: l.len,
+            }));
+        }
+        let removed = if fl.snapshot.emit_removed {
+            self.state.unseen_live()
+        } else {
+            Vec::new()
+        };
+        counts.removed = if fl.snapshot.emit_removed {
+            removed.len() as u64
+        } else {
+            self.state.unseen_live_count()
+        } + fl.committed_removed;
+        for c in &changes {
+            self.state
+                .set(c.key_hash, low64(c.row_hash), c.version, false);
+        }
+        let removed: Vec<(KeyHash, u32)> = removed
+            .into_iter()
+            .map(|(key, version)| {
+                let row = self.state.get(key).map(|c| c.row).unwrap_or_default();
+                self.state.set(key, row, version + 1, true);
+                (key, version + 1)
+            })
+            .collect();
+        self.state.end_snapshot();
+        changes.sort_unstable_by_key(|c| c.offset);
+        let events = (changes.len() + removed.len()) as u64;
+        (
+            ShardReport {
+                counts,
+                conflicts,
+                events,
+            },
+            changes,
+            removed,
+        )
+    }
+
+    fn dump(&self) -> ShardDump {
+        ShardDump {
+            source: self.source.to_string(),
+            shard: self.index,
+            keys: self.state.len(),
+            state_bytes: self.state.heap_bytes(),
+            in_flight_rows: self.in_flight.as_ref().map_or(0, |f| f.rows),
+            snapshots: self.snapshots,
+        }
+    }
+}
+
+impl Actor for DedupeShard {
+    type Context = Context<Self>;
+}
+
+/// Loads the shard's committed state from `record_state`.
+async fn load_state(
+    db_url: &str,
+    source: &str,
+    shards: usize,
+    index: usize,
+) -> Result<StateMap, PipelineError> {
+    let client = crate::db::connect(db_url).await?;
+    // COPY takes no parameters; the source name is validated to [a-z0-9_-] by the configuration.
+    let sql = format!(
+        "COPY (SELECT key_hash, row_hash, version, removed FROM record_state \
+         WHERE source = '{source}' AND (key_hash & 2147483647) % {shards} = {index}) TO STDOUT (FORMAT binary)"
+    );
+    let stream = client
+        .copy_out(sql.as_str())
+        .await
+        .map_err(|e| DbError::query("loading record_state", e))?;
+    let rows = BinaryCopyOutStream::new(stream, &[Type::INT8, Type::BYTEA, Type::INT4, Type::BOOL]);
+    pin_mut!(rows);
+    let mut entries = Vec::new();
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| DbError::query("loading record_state", e))?
+    {
+        let key: i64 = row.get(0);
+        let hash: &[u8] = row.get(1);
+        let version: i32 = row.get(2);
+        let removed: bool = row.get(3);
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&hash[..8]);
+        entries.push(Entry::new(
+            key as u64,
+            u64::from_le_bytes(low),
+            version as u32,
+            removed,
+        ));
+    }
+    Ok(StateMap::from_entries(entries))
+}
+
+/// Loads what a partly committed file already wrote for this shard's keys.
+async fn load_committed_by_file(
+    db_url: &str,
+    snapshot: &Snapshot,
+    shards: usize,
+    index: usize,
+) -> Result<(KeyMap<ChangeKind>, u64), PipelineError> {
+    let client = crate::db::connect(db_url).await?;
+    let rows = client
+        .query(
+            "SELECT key_hash, kind FROM events WHERE file_id = $1 AND source = $2 \
+             AND (key_hash & 2147483647) % $3::bigint = $4::bigint",
+            &[
+                &snapshot.file_id,
+                &&*snapshot.source,
+                &(shards as i64),
+                &(index as i64),
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query("loading a resumed file's events", e))?;
+    let mut map = KeyMap::default();
+    let mut removed = 0;
+    for r in rows {
+        let key: i64 = r.get(0);
+        match ChangeKind::parse(r.get(1)) {
+            Some(ChangeKind::Removed) => removed += 1,
+            Some(kind) => {
+                map.insert(key as u64, kind);
+            }
+            None => {}
+        }
+    }
+    Ok((map, removed))
+}
+
+/// Rebuilds the shard's state from the database (at start, and after any failed snapshot).
+#[derive(Message)]
+#[rtype(result = "Result<usize, PipelineError>")]
+pub struct Reload;
+
+impl Handler<Reload> for DedupeShard {
+    type Result = AtomicResponse<Self, Result<usize, PipelineError>>;
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        self.in_flight = None;
+        let (url, source, shards, index) = (
+            self.db_url.clone(),
+            self.source.clone(),
+            self.shards,
+            self.index,
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let started = Instant::now();
+                let state = load_state(&url, &source, shards, index).await?;
+                tracing::debug!(source = %source, shard = index, keys = state.len(),
+                    ms = started.elapsed().as_millis() as u64, "dedupe state loaded");
+                Ok(state)
+            }
+            .into_actor(self)
+            .map(|res: Result<StateMap, PipelineError>, act, _| {
+                res.map(|state| {
+                    act.state = state;
+                    act.dirty = false;
+                    act.state.len()
+                })
+            }),
+        ))
+    }
+}
+
+/// Opens a snapshot: from now on `Classify` rows belong to it.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct BeginSnapshot(pub Arc<Snapshot>);
+
+impl Handler<BeginSnapshot> for DedupeShard {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: BeginSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let snapshot = msg.0;
+        let (url, shards, index) = (self.db_url.clone(), self.shards, self.index);
+        let reload = self.dirty.then(|| self.source.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let state = match reload {
+                    Some(source) => Some(load_state(&url, &source, shards, index).await?),
+                    None => None,
+                };
+                let committed = if snapshot.resumed {
+                    load_committed_by_file(&url, &snapshot, shards, index).await?
+                } else {
+                    (KeyMap::default(), 0)
+                };
+                Ok::<_, PipelineError>((snapshot, state, committed))
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                let (snapshot, state, (committed_by_file, committed_removed)) = res?;
+                if let Some(state) = state {
+                    act.state = state;
+                    act.dirty = false;
+                }
+                act.in_flight = Some(InFlight {
+                    snapshot,
+                    seen: KeyMap::default(),
+                    losers: KeyMap::default(),
+                    rows: 0,
+                    duplicate: 0,
+                    committed_by_file,
+                    committed_removed,
+                });
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// A batch of parsed rows whose keys belong to this shard.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct Classify(pub Vec<ParsedRow>, pub crate::mailbox::BatchGuard);
+
+impl Handler<Classify> for DedupeShard {
+    type Result = Result<(), PipelineError>;
+
+    fn handle(&mut self, msg: Classify, _: &mut Context<Self>) -> Self::Result {
+        if let Some(fl) = self.in_flight.as_mut() {
+            fl.seen.reserve(msg.0.len());
+        }
+        for row in &msg.0 {
+            self.classify(row);
+        }
+        Ok(())
+    }
+}
+
+/// End of snapshot: settle, emit, wait for the commits, report.
+#[derive(Message)]
+#[rtype(result = "Result<ShardReport, PipelineError>")]
+pub struct Barrier;
+
+impl Handler<Barrier> for DedupeShard {
+    type Result = AtomicResponse<Self, Result<ShardReport, PipelineError>>;
+
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) -> Self::Result {
+        let Some(fl) = self.in_flight.take() else {
+            return AtomicResponse::new(Box::pin(
+                async { Err(PipelineError::Parser("barrier without a snapshot".into())) }
+                    .into_actor(self),
+            ));
+        };
+        let snapshot = fl.snapshot.clone();
+        let (report, changes, removed) = self.settle(fl);
+        self.snapshots += 1;
+        let writer = self.writer.clone();
+        let batch = self.writer_batch;
+        AtomicResponse::new(Box::pin(
+            async move {
+                for chunk in changes.chunks(batch) {
+                    writer
+                        .send(WriteChanges::new(
+                            snapshot.clone(),
+                            chunk.to_vec(),
+                            writer.track(),
+                        ))
+                        .await?;
+                }
+                for chunk in removed.chunks(batch) {
+                    writer
+                        .send(WriteRemoved {
+                            snapshot: snapshot.clone(),
+                            keys: chunk.to_vec(),
+                        })
+                        .await?;
+                }
+                writer.flush().await?;
+                Ok(report)
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// Drops the snapshot in flight without emitting anything. With `reload`, the state is rebuilt from the database
+/// before the next snapshot (it may have run ahead of what was committed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abort {
+    pub reload: bool,
+}
+
+impl Handler<Abort> for DedupeShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abort, _: &mut Context<Self>) {
+        if self.in_flight.take().is_some() {
+            self.state.end_snapshot();
+        }
+        self.dirty |= msg.reload;
+    }
+}
+
+/// Asks for the shard's state dump.
+#[derive(Message)]
+#[rtype(result = "ShardDump")]
+pub struct DumpShard;
+
+impl Handler<DumpShard> for DedupeShard {
+    type Result = MessageResult<DumpShard>;
+
+    fn handle(&mut self, _: DumpShard, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.dump())
+    }
+}

@@ -1,0 +1,402 @@
+//! ParserPool: reads a snapshot once, parses it in parallel off the async threads, and routes rows to the dedupe
+//! shards (SPEC §2).
+//!
+//! One reader thread streams the file in chunks of whole lines (`pipeline.chunk_bytes`) and hashes every byte with
+//! SHA-256 on the way (the ledger's content identity). Chunks are parsed on blocking threads, at most
+//! `pipeline.parser_workers` at a time, and their rows are routed in file order to the shard that owns each key,
+//! through bounded mailboxes: when a shard falls behind, parsing waits. At the end the pool asks every shard to
+//! settle (the barrier), then closes the file's ledger row.
+
+use crate::dedupe::{Abort, Barrier, BeginSnapshot, Classify, DedupeShard};
+use crate::error::{FileError, PipelineError};
+use crate::mailbox::{EdgeSender, Mailbox};
+use crate::parse::{ParsedChunk, ParsedRow};
+use crate::snapshot::{shard_of, Counts, Snapshot};
+use crate::writer::{BeginFile, EventLogWriter, Finalize, MarkDuplicate, RecordSha, WriteRejects};
+use actix::prelude::*;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a snapshot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done(Counts),
+    /// Same content as an earlier, finished file.
+    Duplicate {
+        original: i64,
+    },
+}
+
+/// Progress of the snapshot in flight, for logs, `/admin/files` and the state dump.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub file_id: AtomicU64,
+    pub bytes: AtomicU64,
+    pub size: AtomicU64,
+    pub rows: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    pub file_id: i64,
+    pub fraction: f64,
+    pub rows: u64,
+}
+
+impl Progress {
+    pub fn view(&self) -> Option<ProgressView> {
+        let id = self.file_id.load(Ordering::Relaxed);
+        (id != 0).then(|| {
+            let size = self.size.load(Ordering::Relaxed).max(1);
+            ProgressView {
+                file_id: id as i64,
+                fraction: self.bytes.load(Ordering::Relaxed) as f64 / size as f64,
+                rows: self.rows.load(Ordering::Relaxed),
+            }
+        })
+    }
+}
+
+/// The shards of each source.
+pub type Routes = HashMap<Arc<str>, Vec<Mailbox<DedupeShard>>>;
+
+pub struct ParserPool {
+    /// Chunks parsed at once: the bound on parsing threads and on chunk memory.
+    workers: usize,
+    chunk_bytes: usize,
+    routes: Arc<Routes>,
+    writer: Mailbox<EventLogWriter>,
+    progress: Arc<Progress>,
+    snapshots: Arc<AtomicU64>,
+}
+
+impl ParserPool {
+    pub fn new(
+        workers: usize,
+        chunk_bytes: usize,
+        routes: Routes,
+        writer: Mailbox<EventLogWriter>,
+    ) -> Self {
+        ParserPool {
+            workers,
+            chunk_bytes,
+            routes: Arc::new(routes),
+            writer,
+            progress: Arc::default(),
+            snapshots: Arc::default(),
+        }
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+}
+
+impl Actor for ParserPool {
+    type Context = Context<Self>;
+}
+
+/// Ingest one admitted snapshot; answers when it is committed (or found to be a duplicate).
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, PipelineError>")]
+pub struct Ingest(pub Arc<Snapshot>);
+
+impl Handler<Ingest> for ParserPool {
+    type Result = AtomicResponse<Self, Result<Outcome, PipelineError>>;
+
+    fn handle(&mut self, msg: Ingest, _: &mut Context<Self>) -> Self::Result {
+        let snapshot = msg.0;
+        let shards: Vec<Mailbox<DedupeShard>> = self
+            .routes
+            .get(&snapshot.source)
+            .cloned()
+            .unwrap_or_default();
+        let job = IngestJob {
+            snapshot,
+            shards,
+            writer: self.writer.sender(),
+            workers: self.workers,
+            chunk_bytes: self.chunk_bytes,
+            progress: self.progress.clone(),
+        };
+        let snapshots = self.snapshots.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let shards = job.shards.clone();
+                let result = job.run().await;
+                if result.is_err() {
+                    for s in &shards {
+                        s.addr().do_send(Abort { reload: true });
+                    }
+                }
+                snapshots.fetch_add(1, Ordering::Relaxed);
+                result
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+struct IngestJob {
+    snapshot: Arc<Snapshot>,
+    shards: Vec<Mailbox<DedupeShard>>,
+    writer: EdgeSender<EventLogWriter>,
+    workers: usize,
+    chunk_bytes: usize,
+    progress: Arc<Progress>,
+}
+
+/// A chunk of whole lines and where it sits in the file.
+struct Chunk {
+    bytes: Vec<u8>,
+    first_line: u64,
+    offset: u64,
+}
+
+impl IngestJob {
+    async fn run(self) -> Result<Outcome, PipelineError> {
+        let s = &self.snapshot;
+        if self.shards.is_empty() {
+            return Err(PipelineError::Parser(format!(
+                "no dedupe shards for source {}",
+                s.source
+            )));
+        }
+        self.progress
+            .file_id
+            .store(s.file_id as u64, Ordering::Relaxed);
+        self.progress.size.store(s.size, Ordering::Relaxed);
+        self.progress.bytes.store(0, Ordering::Relaxed);
+        self.progress.rows.store(0, Ordering::Relaxed);
+        let result = self.stream().await;
+        self.progress.file_id.store(0, Ordering::Relaxed);
+        result
+    }
+
+    async fn stream(&self) -> Result<Outcome, PipelineError> {
+        let s = &self.snapshot;
+        self.writer.call(BeginFile(s.clone())).await?;
+        let senders: Vec<EdgeSender<DedupeShard>> =
+            self.shards.iter().map(Mailbox::sender).collect();
+        for r in
+            futures_util::future::join_all(senders.iter().map(|t| t.call(BeginSnapshot(s.clone()))))
+                .await
+        {
+            r?;
+        }
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(self.workers + 1);
+        let reader = {
+            let s = s.clone();
+            let chunk_bytes = self.chunk_bytes;
+            let progress = self.progress.clone();
+            tokio::task::spawn_blocking(move || read_chunks(&s, chunk_bytes, &progress, tx))
+        };
+
+        let mut rejected = 0u64;
+        let mut valid = 0u64;
+        let mut parsing = FuturesOrdered::new();
+        let mut last_log = Instant::now();
+        let mut reader_done = false;
+        loop {
+            // Keep up to `workers` chunks parsing; take results in file order.
+            while !reader_done && parsing.len() < self.workers {
+                match rx.recv().await {
+                    Some(chunk) => {
+                        let layout = s.layout.clone();
+                        parsing.push_back(tokio::task::spawn_blocking(move || {
+                            layout.parse_chunk(&chunk.bytes, chunk.first_line, chunk.offset)
+                        }));
+                    }
+                    None => reader_done = true,
+                }
+            }
+            let Some(parsed) = parsing.next().await else {
+                break;
+            };
+            let parsed: ParsedChunk =
+                parsed.map_err(|e| PipelineError::Parser(format!("parser task failed: {e}")))?;
+            valid += parsed.rows.len() as u64;
+            rejected += parsed.rejects.len() as u64;
+            self.progress.rows.fetch_add(
+                (parsed.rows.len() + parsed.rejects.len()) as u64,
+                Ordering::Relaxed,
+            );
+            self.route(&senders, parsed.rows).await?;
+            if !parsed.rejects.is_empty() {
+                for r in &parsed.rejects {
+                    metrics::counter!(crate::metrics::ROWS_REJECTED,
+                        "source" => s.source.to_string(), "reason" => r.reason.as_str())
+                    .increment(1);
+                }
+                self.writer
+                    .send(WriteRejects {
+                        snapshot: s.clone(),
+                        rejects: parsed.rejects,
+                    })
+                    .await?;
+            }
+            if last_log.elapsed().as_secs() >= 5 {
+                last_log = Instant::now();
+                let rows = valid + rejected;
+                let pct = 100.0 * self.progress.bytes.load(Ordering::Relaxed) as f64
+                    / s.size.max(1) as f64;
+                let rate = rows as f64 / s.admitted.elapsed().as_secs_f64().max(1e-3);
+                tracing::info!(source = %s.source, file_id = s.file_id, rows, percent = format!("{pct:.0}"),
+                    rows_per_s = rate as u64, "ingesting");
+            }
+        }
+        let sha256 = reader
+            .await
+            .map_err(|e| PipelineError::Parser(format!("reader task failed: {e}")))??;
+
+        for t in &senders {
+            t.flush().await?;
+        }
+        if let Some(original) = self
+            .writer
+            .call(RecordSha {
+                snapshot: s.clone(),
+                sha256,
+            })
+            .await?
+        {
+            for shard in &self.shards {
+                shard.addr().do_send(Abort { reload: false });
+            }
+            self.writer.flush().await?;
+            self.writer
+                .call(MarkDuplicate {
+                    snapshot: s.clone(),
+                    original,
+                })
+                .await?;
+            return Ok(Outcome::Duplicate { original });
+        }
+
+        let reports = futures_util::future::join_all(senders.iter().map(|t| t.call(Barrier))).await;
+        let mut counts = Counts {
+            rejected,
+            ..Counts::default()
+        };
+        let mut conflicts = Vec::new();
+        for r in reports {
+            let r = r?;
+            counts.add(&r.counts);
+            conflicts.extend(r.conflicts);
+        }
+        counts.rows = valid + rejected;
+        self.writer.flush().await?;
+        self.writer
+            .call(Finalize {
+                snapshot: s.clone(),
+                counts,
+                conflicts,
+            })
+            .await?;
+        Ok(Outcome::Done(counts))
+    }
+
+    /// Splits a parsed chunk by shard and sends each part through that shard's bounded mailbox.
+    async fn route(
+        &self,
+        senders: &[EdgeSender<DedupeShard>],
+        rows: Vec<ParsedRow>,
+    ) -> Result<(), PipelineError> {
+        let n = senders.len();
+        let mut parts: Vec<Vec<ParsedRow>> = (0..n)
+            .map(|_| Vec::with_capacity(rows.len() / n + 16))
+            .collect();
+        for row in rows {
+            parts[shard_of(row.key_hash, n)].push(row);
+        }
+        for (sender, part) in senders.iter().zip(parts) {
+            if !part.is_empty() {
+                sender.send(Classify(part, sender.track())).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams the file from the start: every byte into SHA-256, data lines out in chunks of whole lines.
+/// Returns the file's SHA-256 in hex.
+fn read_chunks(
+    s: &Snapshot,
+    chunk_bytes: usize,
+    progress: &Progress,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<String, PipelineError> {
+    let io = |source| {
+        PipelineError::File(FileError::Io {
+            path: s.path.clone(),
+            source,
+        })
+    };
+    let mut file = std::fs::File::open(&s.path).map_err(io)?;
+    let mut sha = Sha256::new();
+    let mut pos = 0u64; // file offset of buf[0]
+    let mut line = 2u64; // data starts on line 2
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes);
+    let mut eof = false;
+    while !eof {
+        // Fill up to chunk_bytes (more if a single line is longer).
+        let start = buf.len();
+        let target = if start >= chunk_bytes {
+            start + chunk_bytes
+        } else {
+            chunk_bytes
+        };
+        buf.resize(target, 0);
+        let mut filled = start;
+        while filled < buf.len() {
+            let n = file.read(&mut buf[filled..]).map_err(io)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        sha.update(&buf[start..]);
+        progress
+            .bytes
+            .fetch_add((filled - start) as u64, Ordering::Relaxed);
+        // Skip the header line.
+        let mut skip = 0usize;
+        if pos < s.data_offset {
+            skip = (s.data_offset - pos).min(buf.len() as u64) as usize;
+        }
+        let cut = if eof {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf[skip..]) {
+                Some(i) => skip + i + 1,
+                // A line longer than the chunk (or the header still being read): read more before cutting.
+                None => continue,
+            }
+        };
+        if cut > skip {
+            let bytes = buf[skip..cut].to_vec();
+            let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+            let chunk = Chunk {
+                bytes,
+                first_line: line,
+                offset: pos + skip as u64,
+            };
+            line += lines;
+            if tx.blocking_send(chunk).is_err() {
+                return Err(PipelineError::Shutdown);
+            }
+        }
+        buf.drain(..cut);
+        pos += cut as u64;
+    }
+    Ok(hex::encode(sha.finalize()))
+}

@@ -1,0 +1,738 @@
+//! EventLogWriter: the only actor that writes a snapshot's results to PostgreSQL (SPEC §2, §4).
+//!
+//! Every batch of changes is one transaction: append the events, upsert `record_state`, insert one outbox row per
+//! sink, bump the file's progress counter. The reply — the sender's credit — is sent only after the commit, so a
+//! producer that flushed knows its changes are durable. Rows are read again from the file by offset and parsed in
+//! full here, so that the ~99 % unchanged rows of a snapshot never cost more than a hash.
+//!
+//! Event ids are UUIDv5 of (source, key hash, version, row hash): the same change always gets the same id, and the
+//! `UNIQUE (source, key_hash, version)` constraint refuses a second emission outright.
+
+use crate::error::{DbError, FileError, PipelineError};
+use crate::parse::{KeyHash, Reject};
+use crate::snapshot::{Change, ChangeKind, ConflictRow, Counts, Snapshot};
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use futures_util::pin_mut;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+/// Namespace of event ids.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_7a3b_9d2f_4e61_8a0c_b3d5_e7f9_1a2b);
+
+/// The id of an event: deterministic, so a re-emitted change collides instead of duplicating.
+pub fn event_id(source: &str, key_hash: u64, version: u32, row_hash: u128) -> Uuid {
+    let mut name = Vec::with_capacity(source.len() + 28);
+    name.extend_from_slice(source.as_bytes());
+    name.extend_from_slice(&key_hash.to_le_bytes());
+    name.extend_from_slice(&version.to_le_bytes());
+    name.extend_from_slice(&row_hash.to_le_bytes());
+    Uuid::new_v5(&EVENT_NAMESPACE, &name)
+}
+
+/// Wakes the delivery actors when new outbox rows are committed, so an idle system delivers within milliseconds.
+#[derive(Debug, Default, Clone)]
+pub struct OutboxSignal {
+    waiters: Arc<std::sync::Mutex<Vec<Arc<Notify>>>>,
+}
+
+impl OutboxSignal {
+    pub fn subscribe(&self) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        self.waiters.lock().expect("signal lock").push(n.clone());
+        n
+    }
+    pub fn notify(&self) {
+        for n in self.waiters.lock().expect("signal lock").iter() {
+            n.notify_one();
+        }
+    }
+}
+
+/// Live counters of the writer, for the state dump and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub events: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+pub struct EventLogWriter {
+    db_url: String,
+    /// Taken out while a message is handled; dropped on any error so the next message reconnects.
+    client: Option<tokio_postgres::Client>,
+    /// Every event gets one outbox row per configured sink.
+    sinks: Arc<[String]>,
+    signal: OutboxSignal,
+    stats: Arc<WriterStats>,
+}
+
+impl EventLogWriter {
+    pub fn new(db_url: String, sinks: Vec<String>, signal: OutboxSignal) -> Self {
+        EventLogWriter {
+            db_url,
+            client: None,
+            sinks: sinks.into(),
+            signal,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+}
+
+impl Actor for EventLogWriter {
+    type Context = Context<Self>;
+}
+
+/// Connects when needed and prepares the per-connection staging table.
+async fn connection(
+    url: String,
+    existing: Option<tokio_postgres::Client>,
+) -> Result<tokio_postgres::Client, PipelineError> {
+    if let Some(c) = existing.filter(|c| !c.is_closed()) {
+        return Ok(c);
+    }
+    let client = crate::db::connect(&url).await?;
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS state_stage (
+                 key_hash bigint, key text[], row_hash bytea, version integer, event_id uuid
+             ) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(q("creating the staging table"))?;
+    Ok(client)
+}
+
+type Work<T> = Box<
+    dyn for<'a> FnOnce(
+        &'a mut tokio_postgres::Client,
+    ) -> LocalBoxFuture<'a, Result<T, PipelineError>>,
+>;
+
+/// Runs `work` on the writer's connection. Messages are handled one at a time (`AtomicResponse`), in order.
+fn run<T: 'static>(
+    act: &mut EventLogWriter,
+    work: Work<T>,
+) -> AtomicResponse<EventLogWriter, Result<T, PipelineError>> {
+    let url = act.db_url.clone();
+    let existing = act.client.take();
+    AtomicResponse::new(Box::pin(
+        async move {
+            let mut client = connection(url, existing).await?;
+            let out = work(&mut client).await;
+            Ok::<_, PipelineError>((client, out))
+        }
+        .into_actor(act)
+        .map(|res, act, _| match res {
+            Ok((client, Ok(v))) => {
+                act.client = Some(client);
+                Ok(v)
+            }
+            Ok((_, Err(e))) | Err(e) => {
+                act.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }),
+    ))
+}
+
+fn q(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PipelineError {
+    move |e| PipelineError::Db(DbError::query(context, e))
+}
+
+fn io_error(snapshot: &Snapshot) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| {
+        PipelineError::File(FileError::Io {
+            path: snapshot.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Reads `len` bytes at `offset` of the snapshot's file.
+fn read_row(
+    snapshot: &Snapshot,
+    offset: u64,
+    len: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), PipelineError> {
+    buf.resize(len as usize, 0);
+    snapshot
+        .file
+        .read_exact_at(buf, offset)
+        .map_err(io_error(snapshot))
+}
+
+/// Starts (or restarts) a file: clears what an interrupted attempt left in rejects and conflicts.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct BeginFile(pub Arc<Snapshot>);
+
+impl Handler<BeginFile> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: BeginFile, _: &mut Context<Self>) -> Self::Result {
+        let s = msg.0;
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await.map_err(q("opening a transaction"))?;
+                    tx.execute("DELETE FROM rejects WHERE file_id = $1", &[&s.file_id])
+                        .await
+                        .map_err(q("clearing rejects of a restarted file"))?;
+                    tx.execute("DELETE FROM conflicts WHERE file_id = $1", &[&s.file_id])
+                        .await
+                        .map_err(q("clearing conflicts of a restarted file"))?;
+                    tx.execute(
+                        "UPDATE files SET status = 'processing', started_at = coalesce(started_at, now()),
+                                attempts = attempts + 1, header_version = $2, columns = $3, key_columns = $4,
+                                reason = NULL
+                          WHERE id = $1",
+                        &[
+                            &s.file_id,
+                            &s.layout.version(),
+                            &s.layout.columns(),
+                            &s.layout.key_columns(),
+                        ],
+                    )
+                    .await
+                    .map_err(q("starting a file"))?;
+                    tx.commit().await.map_err(q("starting a file"))
+                })
+            }),
+        )
+    }
+}
+
+/// Appends a batch of new/changed records: events, state and outbox in one transaction.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct WriteChanges {
+    pub snapshot: Arc<Snapshot>,
+    pub changes: Vec<Change>,
+    _alive: crate::mailbox::BatchGuard,
+}
+
+impl WriteChanges {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        changes: Vec<Change>,
+        alive: crate::mailbox::BatchGuard,
+    ) -> Self {
+        WriteChanges {
+            snapshot,
+            changes,
+            _alive: alive,
+        }
+    }
+}
+
+struct Materialized {
+    change: Change,
+    id: Uuid,
+    key: Vec<String>,
+    fields: Vec<String>,
+}
+
+/// Reads the changed rows again from the file and parses them in full.
+fn materialize(
+    snapshot: &Snapshot,
+    changes: &[Change],
+) -> Result<Vec<Materialized>, PipelineError> {
+    let mut buf = Vec::new();
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        read_row(snapshot, c.offset, c.len, &mut buf)?;
+        let record = snapshot.layout.parse_record(&buf).map_err(|reason| {
+            PipelineError::Parser(format!(
+                "line {} no longer parses ({}); was the file changed while being read?",
+                c.line,
+                reason.as_str()
+            ))
+        })?;
+        out.push(Materialized {
+            change: *c,
+            id: event_id(&snapshot.source, c.key_hash, c.version, c.row_hash),
+            key: record.key,
+            fields: record.fields,
+        });
+    }
+    Ok(out)
+}
+
+async fn write_changes(
+    client: &mut tokio_postgres::Client,
+    snapshot: &Snapshot,
+    rows: &[Materialized],
+    sinks: &[String],
+) -> Result<u64, PipelineError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(q("opening a write transaction"))?;
+    let source: &str = &snapshot.source;
+    {
+        let sink = tx
+            .copy_in(
+                "COPY events (id, source, key_hash, key, version, kind, row_hash, payload, file_id, line) \
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .map_err(q("copying events"))?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::UUID,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT_ARRAY,
+                Type::INT4,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::TEXT_ARRAY,
+                Type::INT8,
+                Type::INT8,
+            ],
+        );
+        pin_mut!(writer);
+        for m in rows {
+            let c = &m.change;
+            let row_hash = c.row_hash.to_le_bytes();
+            let values: [&(dyn ToSql + Sync); 10] = [
+                &m.id,
+                &source,
+                &(c.key_hash as i64),
+                &m.key,
+                &(c.version as i32),
+                &c.kind.as_str(),
+                &&row_hash[..],
+                &m.fields,
+                &snapshot.file_id,
+                &(c.line as i64),
+            ];
+            writer
+                .as_mut()
+                .write(&values)
+                .await
+                .map_err(q("copying events"))?;
+        }
+        writer.finish().await.map_err(q("copying events"))?;
+    }
+    {
+        let sink = tx
+            .copy_in(
+                "COPY state_stage (key_hash, key, row_hash, version, event_id) FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .map_err(q("staging record_state"))?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::INT8,
+                Type::TEXT_ARRAY,
+                Type::BYTEA,
+                Type::INT4,
+                Type::UUID,
+            ],
+        );
+        pin_mut!(writer);
+        for m in rows {
+            let c = &m.change;
+            let row_hash = c.row_hash.to_le_bytes();
+            let values: [&(dyn ToSql + Sync); 5] = [
+                &(c.key_hash as i64),
+                &m.key,
+                &&row_hash[..],
+                &(c.version as i32),
+                &m.id,
+            ];
+            writer
+                .as_mut()
+                .write(&values)
+                .await
+                .map_err(q("staging record_state"))?;
+        }
+        writer.finish().await.map_err(q("staging record_state"))?;
+    }
+    tx.execute(
+        "INSERT INTO record_state AS s (source, key_hash, key, row_hash, version, removed, last_event)
+         SELECT $1, key_hash, key, row_hash, version, false, event_id FROM state_stage
+         ON CONFLICT (source, key_hash) DO UPDATE
+            SET key = EXCLUDED.key, row_hash = EXCLUDED.row_hash, version = EXCLUDED.version,
+                removed = false, last_event = EXCLUDED.last_event, updated_at = now()",
+        &[&source],
+    )
+    .await
+    .map_err(q("upserting record_state"))?;
+    insert_deliveries(&tx, source, sinks).await?;
+    let n = rows.len() as i64;
+    tx.execute(
+        "UPDATE files SET events_written = events_written + $2 WHERE id = $1",
+        &[&snapshot.file_id, &n],
+    )
+    .await
+    .map_err(q("counting events"))?;
+    tx.commit().await.map_err(q("committing a batch"))?;
+    Ok(n as u64)
+}
+
+/// One outbox row per staged event per sink.
+async fn insert_deliveries(
+    tx: &tokio_postgres::Transaction<'_>,
+    source: &str,
+    sinks: &[String],
+) -> Result<(), PipelineError> {
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+    tx.execute(
+        "INSERT INTO deliveries (event_id, sink, source, key_hash, version, idempotency_key)
+         SELECT st.event_id, s.sink, $1, st.key_hash, st.version, st.event_id
+           FROM state_stage st CROSS JOIN unnest($2::text[]) AS s(sink)",
+        &[&source, &sinks],
+    )
+    .await
+    .map_err(q("inserting outbox rows"))?;
+    Ok(())
+}
+
+impl Handler<WriteChanges> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: WriteChanges, _: &mut Context<Self>) -> Self::Result {
+        let sinks = self.sinks.clone();
+        let signal = self.signal.clone();
+        let stats = self.stats.clone();
+        let WriteChanges {
+            snapshot,
+            changes,
+            _alive,
+        } = msg;
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    // The batch counts as alive until it is committed.
+                    let _alive = _alive;
+                    #[cfg(feature = "fault-injection")]
+                    if let Some(d) = crate::faults::writer_delay() {
+                        tokio::time::sleep(d).await;
+                    }
+                    let rows = materialize(&snapshot, &changes)?;
+                    let n = write_changes(c, &snapshot, &rows, &sinks).await?;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.events.fetch_add(n, Ordering::Relaxed);
+                    for kind in [ChangeKind::New, ChangeKind::Changed] {
+                        let k = changes.iter().filter(|c| c.kind == kind).count() as u64;
+                        metrics::counter!(crate::metrics::EVENTS_WRITTEN,
+                            "source" => snapshot.source.to_string(), "kind" => kind.as_str())
+                        .increment(k);
+                    }
+                    signal.notify();
+                    Ok(())
+                })
+            }),
+        )
+    }
+}
+
+/// Appends `removed` events for keys absent from the snapshot (sources with `emit_removed`).
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct WriteRemoved {
+    pub snapshot: Arc<Snapshot>,
+    /// (key hash, the removal's version)
+    pub keys: Vec<(KeyHash, u32)>,
+}
+
+impl Handler<WriteRemoved> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: WriteRemoved, _: &mut Context<Self>) -> Self::Result {
+        let sinks = self.sinks.clone();
+        let signal = self.signal.clone();
+        let stats = self.stats.clone();
+        let s = msg.snapshot;
+        let keys: Vec<i64> = msg.keys.iter().map(|(k, _)| *k as i64).collect();
+        let ids: Vec<Uuid> = msg
+            .keys
+            .iter()
+            .map(|(k, v)| event_id(&s.source, *k, *v, 0))
+            .collect();
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    let source: &str = &s.source;
+                    let tx = c.transaction().await.map_err(q("opening a transaction"))?;
+                    let n = tx
+                        .execute(
+                            "WITH gone AS (
+                                 UPDATE record_state st
+                                    SET removed = true, version = st.version + 1, last_event = x.id,
+                                        updated_at = now()
+                                   FROM unnest($2::bigint[], $3::uuid[]) AS x(key_hash, id)
+                                  WHERE st.source = $1 AND st.key_hash = x.key_hash AND NOT st.removed
+                              RETURNING st.key_hash, st.key, st.version, st.row_hash, x.id),
+                             staged AS (
+                                 INSERT INTO state_stage (key_hash, key, row_hash, version, event_id)
+                                 SELECT key_hash, key, row_hash, version, id FROM gone
+                              RETURNING 1)
+                             INSERT INTO events (id, source, key_hash, key, version, kind, row_hash, payload, file_id)
+                             SELECT id, $1, key_hash, key, version, 'removed', row_hash, NULL, $4 FROM gone",
+                            &[&source, &keys, &ids, &s.file_id],
+                        )
+                        .await
+                        .map_err(q("appending removed events"))?;
+                    insert_deliveries(&tx, source, &sinks).await?;
+                    tx.execute(
+                        "UPDATE files SET events_written = events_written + $2 WHERE id = $1",
+                        &[&s.file_id, &(n as i64)],
+                    )
+                    .await
+                    .map_err(q("counting events"))?;
+                    tx.commit().await.map_err(q("committing removed events"))?;
+                    stats.events.fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!(crate::metrics::EVENTS_WRITTEN,
+                        "source" => s.source.to_string(), "kind" => "removed")
+                    .increment(n);
+                    signal.notify();
+                    Ok(())
+                })
+            }),
+        )
+    }
+}
+
+/// Stores rejected rows with their line and reason.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct WriteRejects {
+    pub snapshot: Arc<Snapshot>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Handler<WriteRejects> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: WriteRejects, _: &mut Context<Self>) -> Self::Result {
+        let s = msg.snapshot;
+        let rejects = msg.rejects;
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await.map_err(q("opening a transaction"))?;
+                    let sink = tx
+                        .copy_in(
+                            "COPY rejects (file_id, line, reason, raw) FROM STDIN (FORMAT binary)",
+                        )
+                        .await
+                        .map_err(q("storing rejects"))?;
+                    let writer = BinaryCopyInWriter::new(
+                        sink,
+                        &[Type::INT8, Type::INT8, Type::TEXT, Type::BYTEA],
+                    );
+                    pin_mut!(writer);
+                    for r in &rejects {
+                        let values: [&(dyn ToSql + Sync); 4] =
+                            [&s.file_id, &(r.line as i64), &r.reason.as_str(), &r.raw];
+                        writer
+                            .as_mut()
+                            .write(&values)
+                            .await
+                            .map_err(q("storing rejects"))?;
+                    }
+                    writer.finish().await.map_err(q("storing rejects"))?;
+                    tx.commit().await.map_err(q("storing rejects"))
+                })
+            }),
+        )
+    }
+}
+
+/// Records the file's SHA-256 and answers the id of an earlier, finished file with the same content, if any.
+#[derive(Message)]
+#[rtype(result = "Result<Option<i64>, PipelineError>")]
+pub struct RecordSha {
+    pub snapshot: Arc<Snapshot>,
+    pub sha256: String,
+}
+
+impl Handler<RecordSha> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<Option<i64>, PipelineError>>;
+
+    fn handle(&mut self, msg: RecordSha, _: &mut Context<Self>) -> Self::Result {
+        let s = msg.snapshot;
+        let sha = msg.sha256;
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE files SET sha256 = $2 WHERE id = $1",
+                        &[&s.file_id, &sha],
+                    )
+                    .await
+                    .map_err(q("recording a file's sha256"))?;
+                    let row = c
+                        .query_opt(
+                            "SELECT id FROM files WHERE source = $1 AND sha256 = $2 AND id <> $3
+                                AND status = 'done' ORDER BY id LIMIT 1",
+                            &[&&*s.source, &sha, &s.file_id],
+                        )
+                        .await
+                        .map_err(q("looking for a file with the same content"))?;
+                    Ok(row.map(|r| r.get(0)))
+                })
+            }),
+        )
+    }
+}
+
+/// Closes a file whose content was already ingested: `duplicate_file`, with no rows counted.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct MarkDuplicate {
+    pub snapshot: Arc<Snapshot>,
+    pub original: i64,
+}
+
+impl Handler<MarkDuplicate> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: MarkDuplicate, _: &mut Context<Self>) -> Self::Result {
+        let s = msg.snapshot;
+        let reason = format!("same content as file {}", msg.original);
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await.map_err(q("opening a transaction"))?;
+                    tx.execute("DELETE FROM rejects WHERE file_id = $1", &[&s.file_id])
+                        .await
+                        .map_err(q("clearing a duplicate file's rejects"))?;
+                    tx.execute(
+                        "UPDATE files SET status = 'duplicate_file', reason = $2, finished_at = now(),
+                                duration_ms = $3
+                          WHERE id = $1",
+                        &[&s.file_id, &reason, &(s.admitted.elapsed().as_millis() as i64)],
+                    )
+                    .await
+                    .map_err(q("recording a duplicate file"))?;
+                    tx.commit().await.map_err(q("recording a duplicate file"))
+                })
+            }),
+        )
+    }
+}
+
+/// Closes a snapshot: stores the conflict losers and the ledger counters, and marks the file `done`.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct Finalize {
+    pub snapshot: Arc<Snapshot>,
+    pub counts: Counts,
+    pub conflicts: Vec<ConflictRow>,
+}
+
+impl Handler<Finalize> for EventLogWriter {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: Finalize, _: &mut Context<Self>) -> Self::Result {
+        let Finalize {
+            snapshot: s,
+            counts,
+            conflicts,
+        } = msg;
+        run(
+            self,
+            Box::new(move |c| {
+                Box::pin(async move {
+                    let mut raws = Vec::with_capacity(conflicts.len());
+                    let mut buf = Vec::new();
+                    for r in &conflicts {
+                        read_row(&s, r.offset, r.len, &mut buf)?;
+                        raws.push(buf.clone());
+                    }
+                    let tx = c.transaction().await.map_err(q("opening a transaction"))?;
+                    let sink = tx
+                        .copy_in("COPY conflicts (file_id, line, key_hash, raw) FROM STDIN (FORMAT binary)")
+                        .await
+                        .map_err(q("storing conflicts"))?;
+                    let writer = BinaryCopyInWriter::new(
+                        sink,
+                        &[Type::INT8, Type::INT8, Type::INT8, Type::BYTEA],
+                    );
+                    pin_mut!(writer);
+                    for (r, raw) in conflicts.iter().zip(&raws) {
+                        let values: [&(dyn ToSql + Sync); 4] =
+                            [&s.file_id, &(r.line as i64), &(r.key_hash as i64), raw];
+                        writer
+                            .as_mut()
+                            .write(&values)
+                            .await
+                            .map_err(q("storing conflicts"))?;
+                    }
+                    writer.finish().await.map_err(q("storing conflicts"))?;
+                    let n = |v: u64| v as i64;
+                    tx.execute(
+                        "UPDATE files SET status = 'done', rows = $2, new = $3, changed = $4, unchanged = $5,
+                                duplicate = $6, conflict = $7, rejected = $8, removed = $9,
+                                finished_at = now(), duration_ms = $10, reason = NULL
+                          WHERE id = $1",
+                        &[
+                            &s.file_id,
+                            &n(counts.rows),
+                            &n(counts.new),
+                            &n(counts.changed),
+                            &n(counts.unchanged),
+                            &n(counts.duplicate),
+                            &n(counts.conflict),
+                            &n(counts.rejected),
+                            &n(counts.removed),
+                            &(s.admitted.elapsed().as_millis() as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(q("closing a file"))?;
+                    tx.commit().await.map_err(q("closing a file"))
+                })
+            }),
+        )
+    }
+}
+
+/// The writer's state dump.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriterDump {
+    pub connected: bool,
+    pub batches_committed: u64,
+    pub events_written: u64,
+    pub failures: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "WriterDump")]
+pub struct DumpWriter;
+
+impl Handler<DumpWriter> for EventLogWriter {
+    type Result = MessageResult<DumpWriter>;
+
+    fn handle(&mut self, _: DumpWriter, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(WriterDump {
+            connected: self.client.is_some(),
+            batches_committed: self.stats.batches.load(Ordering::Relaxed),
+            events_written: self.stats.events.load(Ordering::Relaxed),
+            failures: self.stats.failures.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,329 @@
+//! `spawn_app`: the whole actor system on a fresh database, with its inbox, archive and file sink in a temp dir.
+
+use crate::harness::{test_db, TestDb};
+use sluice::app::App;
+use sluice::config::Settings;
+use sluice::gen::{GenArgs, GroundTruth};
+use sluice::ledger::FileRow;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Knobs the tests turn; everything else is the built-in default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub pending: &'static str,
+    pub settle: &'static str,
+    pub shards: usize,
+    pub writer_batch: usize,
+    pub emit_removed: bool,
+    /// Extra TOML appended to the generated configuration.
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pending: "all",
+            settle: "300ms",
+            shards: 3,
+            writer_batch: 1000,
+            emit_removed: false,
+            extra: String::new(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    pub inbox: PathBuf,
+    pub archive: PathBuf,
+    pub out: PathBuf,
+    pub options: Options,
+}
+
+pub fn settings(db: &TestDb, dir: &Path, o: &Options) -> Settings {
+    let toml = format!(
+        r#"
+data_dir = {data:?}
+[database]
+url = {url:?}
+pool_size = 4
+[admin]
+listen = "127.0.0.1:0"
+[pipeline]
+shards = {shards}
+writer_batch = {batch}
+chunk_bytes = 262144
+[delivery]
+poll_interval = "100ms"
+[[sources]]
+name = "eclrs"
+profile = "eclrs"
+inbox = {inbox:?}
+archive = {archive:?}
+pending = "{pending}"
+settle = "{settle}"
+rescan = "100ms"
+emit_removed = {emit}
+[[sinks]]
+name = "file"
+kind = "file"
+dir = {out:?}
+{extra}
+"#,
+        data = dir.join("data").display().to_string(),
+        url = db.url,
+        shards = o.shards,
+        batch = o.writer_batch,
+        inbox = dir.join("inbox").display().to_string(),
+        archive = dir.join("archive").display().to_string(),
+        pending = o.pending,
+        settle = o.settle,
+        emit = o.emit_removed,
+        out = dir.join("out").display().to_string(),
+        extra = o.extra,
+    );
+    Settings::with_overrides(&toml).expect("test settings")
+}
+
+pub async fn spawn_app(options: Options) -> TestApp {
+    let db = test_db().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = App::start(settings(&db, dir.path(), &options), db.url.clone(), false)
+        .await
+        .expect("app starts");
+    TestApp {
+        app: Some(app),
+        inbox: dir.path().join("inbox"),
+        archive: dir.path().join("archive"),
+        out: dir.path().join("out"),
+        db,
+        dir,
+        options,
+    }
+}
+
+/// Generator arguments with the defaults of `sluice gen`.
+pub fn gen_args(out: &Path, rows: u64, seed: u64, from: Option<&Path>) -> GenArgs {
+    GenArgs {
+        out: out.to_path_buf(),
+        rows,
+        seed,
+        header: "v3".into(),
+        from: from.map(Path::to_path_buf),
+        changed: 0.01,
+        new: 0.01,
+        aged_out: 0.005,
+        duplicate: 0.002,
+        conflict: 0.002,
+        malformed: 0.002,
+        shuffle: false,
+    }
+}
+
+pub type Key = [String; 2];
+
+impl TestApp {
+    /// Stops the actor system (as a crash between commits would, minus the process exit).
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    /// Starts the actor system again on the same database and directories.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let app = App::start(
+            settings(&self.db, self.dir.path(), &self.options),
+            self.db.url.clone(),
+            false,
+        )
+        .await
+        .expect("app restarts");
+        self.app = Some(app);
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Generates a snapshot into the test's directory.
+    pub fn generate(&self, args: GenArgs) -> (PathBuf, GroundTruth) {
+        let summary = sluice::gen::generate(&args).expect("gen");
+        let truth = GroundTruth::load(&summary.truth_path).expect("truth");
+        (summary.path, truth)
+    }
+
+    /// Drops a file into the inbox as a careful producer does: a temporary name, then a rename.
+    pub fn drop_file(&self, src: &Path, name: &str) {
+        std::fs::create_dir_all(&self.inbox).unwrap();
+        let tmp = self.inbox.join(format!("{name}.part"));
+        std::fs::copy(src, &tmp).unwrap();
+        std::fs::rename(&tmp, self.inbox.join(name)).unwrap();
+    }
+
+    /// Waits for a ledger row of `name` to leave `processing`.
+    pub async fn wait_file(&self, name: &str) -> FileRow {
+        self.wait_file_after(name, 0).await
+    }
+
+    /// The newest ledger id so far.
+    pub async fn last_file_id(&self) -> i64 {
+        self.count("SELECT coalesce(max(id), 0) FROM files").await
+    }
+
+    /// Waits for a ledger row of `name` newer than `after` to leave `processing`.
+    pub async fn wait_file_after(&self, name: &str, after: i64) -> FileRow {
+        let c = self.db.client().await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let row = c
+                .query_opt(
+                    "SELECT id FROM files WHERE name = $1 AND id > $2 AND status NOT IN ('processing', 'pending')
+                      ORDER BY id DESC LIMIT 1",
+                    &[&name, &after],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                let pool = sluice::db::pool(&self.db.url, 1).unwrap();
+                return sluice::ledger::get(&pool, row.get(0))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} was not processed in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Drops a file and waits for it to be closed in the ledger.
+    pub async fn ingest(&self, src: &Path, name: &str) -> FileRow {
+        let after = self.last_file_id().await;
+        self.drop_file(src, name);
+        self.wait_file_after(name, after).await
+    }
+
+    /// The (key, kind) of every event a file appended.
+    pub async fn events_of(&self, file_id: i64) -> BTreeSet<(Key, String)> {
+        let c = self.db.client().await;
+        c.query(
+            "SELECT key, kind FROM events WHERE file_id = $1",
+            &[&file_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key: Vec<String> = r.get(0);
+            ([key[0].clone(), key[1].clone()], r.get(1))
+        })
+        .collect()
+    }
+
+    /// (key, version, row hash) of every event, for comparing two runs.
+    pub async fn all_events(&self) -> BTreeSet<(Key, i32, String, Vec<u8>)> {
+        let c = self.db.client().await;
+        c.query("SELECT key, version, kind, row_hash FROM events", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let key: Vec<String> = r.get(0);
+                (
+                    [key[0].clone(), key[1].clone()],
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until no delivery is open; answers how many completed.
+    pub async fn wait_delivered(&self) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let open = self
+                .count("SELECT count(*) FROM deliveries WHERE state IN ('available', 'retryable', 'executing')")
+                .await;
+            if open == 0 {
+                return self
+                    .count("SELECT count(*) FROM deliveries WHERE state = 'completed'")
+                    .await;
+            }
+            assert!(Instant::now() < deadline, "{open} deliveries still open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The expected events of a file: its truth's new and changed keys.
+pub fn expected_events(truth: &GroundTruth) -> BTreeSet<(Key, String)> {
+    truth
+        .new
+        .iter()
+        .map(|k| (k.clone(), "new".to_string()))
+        .chain(
+            truth
+                .changed
+                .iter()
+                .map(|k| (k.clone(), "changed".to_string())),
+        )
+        .collect()
+}
+
+/// Asserts a ledger row equals the ground truth's counts and balances.
+pub fn assert_ledger(row: &FileRow, truth: &GroundTruth) {
+    assert_eq!(row.status, "done", "{row:?}");
+    let c = &truth.counts;
+    assert_eq!(
+        (
+            row.rows,
+            row.new,
+            row.changed,
+            row.unchanged,
+            row.duplicate,
+            row.conflict,
+            row.rejected,
+            row.removed
+        ),
+        (
+            truth.rows as i64,
+            c.new as i64,
+            c.changed as i64,
+            c.unchanged as i64,
+            c.duplicate as i64,
+            c.conflict as i64,
+            c.rejected as i64,
+            c.removed as i64
+        ),
+        "ledger of {} vs ground truth",
+        row.name
+    );
+    assert_eq!(
+        row.rows,
+        row.new + row.changed + row.unchanged + row.duplicate + row.conflict + row.rejected,
+        "ledger balances"
+    );
+}
+
+/// Serialises the tests that turn process-wide fault knobs.
+pub static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
