@@ -84,10 +84,13 @@ dir = {out:?}
     );
 
     let db = Database::resolve(&settings, DEMO_DB).await?;
-    if db.embedded.is_some() {
-        reset_database(&db, DEMO_DB).await?;
+    let result = async {
+        if db.embedded.is_some() {
+            reset_database(&db, DEMO_DB).await?;
+        }
+        drive(&args, settings, &db, &[s0, s1]).await
     }
-    let result = drive(&args, settings, &db, &[s0, s1]).await;
+    .await;
     db.stop();
     result
 }
@@ -95,12 +98,15 @@ dir = {out:?}
 async fn reset_database(db: &Database, name: &str) -> anyhow::Result<()> {
     let pg = db.embedded.as_ref().expect("embedded");
     let admin = crate::db::connect(&pg.url("postgres")).await?;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-        ))
-        .await
-        .context("cannot reset the demo database")?;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .context("cannot reset the demo database")?;
+    }
     Ok(())
 }
 

@@ -136,7 +136,7 @@ pub struct ParsedRow {
 }
 
 /// A row that failed parsing or validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reject {
     pub line: u64,
     pub reason: RejectReason,
@@ -152,7 +152,7 @@ pub struct ParsedChunk {
 }
 
 /// A fully parsed record, for the rows that become events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Record {
     /// The key fields' values, in key column order.
     pub key: Vec<String>,
@@ -279,5 +279,25 @@ impl Layout {
             }
         }
         xxh3_128(&buf)
+    }
+}
+
+// Rows hold PHI: their Debug output shows shapes, never values.
+impl std::fmt::Debug for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reject")
+            .field("line", &self.line)
+            .field("reason", &self.reason)
+            .field("raw_bytes", &self.raw.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key_fields", &self.key.len())
+            .field("fields", &self.fields.len())
+            .finish()
     }
 }

@@ -144,14 +144,13 @@ impl Server {
     }
 
     async fn create_template(&self) -> Result<(), String> {
-        let admin = connect(&self.admin_url).await?;
+        let (admin, _admin_connection) = connect(&self.admin_url).await?;
         if matches!(self.place, Place::Shared { .. }) {
-            drop_leftovers(&admin.0).await;
+            drop_leftovers(&admin).await;
         }
         let name = ident(&self.template);
         let sql = format!("CREATE DATABASE {name} TEMPLATE template0");
         admin
-            .0
             .batch_execute(&sql)
             .await
             .map_err(|e| format!("`{sql}` failed: {}", chain(&e)))?;
@@ -166,7 +165,6 @@ impl Server {
         // Nor let a test wander into it.
         let sql = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false");
         admin
-            .0
             .batch_execute(&sql)
             .await
             .map_err(|e| format!("`{sql}` failed: {}", chain(&e)))
