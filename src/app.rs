@@ -5,10 +5,11 @@
 //! work delays another's, and each PostgreSQL-using arbiter opens its own connections.
 
 use crate::admin::{AdminServer, Health};
+use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::dedupe::{DedupeShard, Reload};
-use crate::delivery::DeliveryActor;
+use crate::delivery::{DeliveryActor, DeliveryConfig};
 use crate::mailbox::{EdgeStats, Mailbox};
 use crate::parser_pool::{ParserPool, Progress, Routes};
 use crate::watcher::FileWatcher;
@@ -104,6 +105,16 @@ pub struct App {
 impl App {
     /// Starts everything on `db_url` (already migrated or not). Must run inside an actix `System`.
     pub async fn start(settings: Settings, db_url: String, admin: bool) -> anyhow::Result<App> {
+        App::start_with_clock(settings, db_url, admin, crate::clock::system()).await
+    }
+
+    /// As [`App::start`], with the clock delivery uses for retry times (tests move it forward).
+    pub async fn start_with_clock(
+        settings: Settings,
+        db_url: String,
+        admin: bool,
+        clock: SharedClock,
+    ) -> anyhow::Result<App> {
         let health = Arc::new(Health::default());
         let admin = if admin {
             Some(
@@ -215,18 +226,20 @@ impl App {
                 settings.delivery.clone(),
                 signal.subscribe(),
             );
+            let clock = clock.clone();
             delivery.push(DeliveryActor::start_in_arbiter(
                 &delivery_arbiter.handle(),
                 move |_| {
-                    DeliveryActor::new(
+                    DeliveryActor::new(DeliveryConfig {
                         sink,
                         pool,
                         owner,
-                        d.lease,
-                        d.poll_interval,
-                        d.claim_batch,
+                        lease: d.lease,
+                        poll: d.poll_interval,
+                        claim_batch: d.claim_batch,
+                        clock,
                         wake,
-                    )
+                    })
                 },
             ));
         }

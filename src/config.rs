@@ -180,6 +180,19 @@ pub struct SinkSettings {
     pub timeout: Duration,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Retry backoff: full jitter over `backoff_base · 2^(attempt-1)`, capped at `backoff_cap`.
+    #[serde(default = "default_backoff_base", with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(default = "default_backoff_cap", with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// Consecutive connection errors, timeouts or 5xx answers that open the sink's circuit.
+    #[serde(default = "default_circuit_threshold")]
+    pub circuit_threshold: u32,
+    /// 401/403/404/422 answers within `pause_window` that pause the sink.
+    #[serde(default = "default_pause_threshold")]
+    pub pause_threshold: u32,
+    #[serde(default = "default_pause_window", with = "humantime_serde")]
+    pub pause_window: Duration,
     /// File sink: output directory.
     #[serde(default)]
     pub dir: PathBuf,
@@ -214,6 +227,21 @@ fn default_timeout() -> Duration {
 }
 fn default_max_attempts() -> u32 {
     20
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_cap() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_circuit_threshold() -> u32 {
+    5
+}
+fn default_pause_threshold() -> u32 {
+    5
+}
+fn default_pause_window() -> Duration {
+    Duration::from_secs(60)
 }
 fn yes() -> bool {
     true
@@ -397,6 +425,11 @@ impl SinkSettings {
             rate_limit: 0,
             timeout: default_timeout(),
             max_attempts: default_max_attempts(),
+            backoff_base: default_backoff_base(),
+            backoff_cap: default_backoff_cap(),
+            circuit_threshold: default_circuit_threshold(),
+            pause_threshold: default_pause_threshold(),
+            pause_window: default_pause_window(),
             dir: data_dir.join("out"),
             base_url: String::new(),
             api_user: String::new(),

@@ -20,12 +20,14 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod dedupe;
 pub mod delivery;
 pub mod demo;
 pub mod error;
+pub mod fake_api;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod gen;
@@ -37,5 +39,6 @@ pub mod parser_pool;
 pub mod sinks;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod watcher;
 pub mod writer;

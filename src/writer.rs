@@ -386,13 +386,24 @@ async fn write_changes(
     Ok(n as u64)
 }
 
-/// One outbox row per staged event per sink.
+/// One outbox row per staged event per sink. A newer version supersedes an older one still waiting to be sent
+/// (each event carries the full record); one already being attempted finishes first, as the claim keeps a key's
+/// versions in order.
 async fn insert_deliveries(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
     sinks: &[String],
 ) -> Result<(), PipelineError> {
     let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+    tx.execute(
+        "UPDATE deliveries d SET state = 'superseded', updated_at = now()
+           FROM state_stage st CROSS JOIN unnest($2::text[]) AS s(sink)
+          WHERE st.version > 1 AND d.sink = s.sink AND d.source = $1 AND d.key_hash = st.key_hash
+            AND d.version < st.version AND d.state IN ('available', 'retryable')",
+        &[&source, &sinks],
+    )
+    .await
+    .map_err(q("superseding older versions"))?;
     tx.execute(
         "INSERT INTO deliveries (event_id, sink, source, key_hash, version, idempotency_key)
          SELECT st.event_id, s.sink, $1, st.key_hash, st.version, st.event_id

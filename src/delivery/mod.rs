@@ -1,30 +1,57 @@
-//! DeliveryActor: takes committed changes from the outbox and delivers them to a sink (SPEC §2, §5).
+//! DeliveryActor: takes committed changes from the outbox and delivers them to one sink (SPEC §2, §5).
 //!
 //! It reads from PostgreSQL, never from ingest's mailboxes, so a slow or failing sink never stalls ingestion.
-//! Each round claims due deliveries under a lease, calls the sink, and records every answer fenced by its attempt
-//! number. An idle actor wakes on the writer's in-process signal (or the poll interval, for commits made by other
-//! instances and for retries coming due).
+//! Each round claims due deliveries under a lease, attempts them — up to the sink's concurrency at once, within its
+//! rate limit, each under the attempt timeout, renewing the leases while they run — and records every outcome fenced
+//! by its attempt number. Between rounds it sleeps until the writer signals a commit or the poll interval passes.
+//!
+//! Two guards protect the rows from a sink that is broken as a whole: the **circuit breaker** (consecutive
+//! connection errors, timeouts or 5xx open it; then one probe at a time, spaced by backoff, and rows behind it gain
+//! no attempts) and the **auto-pause** (a burst of 401/403/404/422 pauses the sink with its rows left `available`
+//! until an operator resumes it).
 
+mod attempt;
 pub mod outbox;
+pub mod policy;
 
+use crate::clock::SharedClock;
 use crate::config::{SinkKind, SinkSettings};
 use crate::error::DbError;
 use crate::sinks::file::FileSink;
-use crate::sinks::Answer;
+use crate::sinks::{Answer, EventRecord};
 use actix::prelude::*;
+use attempt::{Attempted, Target};
 use deadpool_postgres::Pool;
+use futures_util::stream::{self, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use outbox::{Claimed, Finished};
+use policy::{Circuit, PauseWindow};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
+
+/// Settings of a sink an operator may change while it runs (SPEC §5: concurrency, rate limit, pause).
+#[derive(Debug)]
+pub struct SinkControl {
+    pub concurrency: AtomicUsize,
+    /// Requests per second; 0 = no limit.
+    pub rate_limit: AtomicU32,
+    pub paused: AtomicBool,
+    pub circuit_open: AtomicBool,
+    /// Wakes the delivery loop: a commit, a resume, a changed setting.
+    pub wake: Arc<Notify>,
+}
 
 /// Live counters of a delivery actor.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     pub rounds: AtomicU64,
     pub completed: AtomicU64,
-    pub failed: AtomicU64,
+    pub failed_attempts: AtomicU64,
     pub in_flight: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -32,66 +59,63 @@ pub struct DeliveryStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryDump {
     pub sink: String,
+    pub kind: String,
     pub in_flight: u64,
     pub completed: u64,
     pub failed_attempts: u64,
     pub errors: u64,
     pub paused: bool,
+    pub circuit_open: bool,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+}
+
+/// Everything a DeliveryActor needs to start.
+pub struct DeliveryConfig {
+    pub sink: SinkSettings,
+    /// A pool of this actor's own: connections live on the runtime that opened them.
+    pub pool: Pool,
+    /// This process's lease owner id.
+    pub owner: Arc<str>,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub claim_batch: usize,
+    pub clock: SharedClock,
+    pub wake: Arc<Notify>,
 }
 
 pub struct DeliveryActor {
-    sink: SinkSettings,
-    /// A pool of this actor's own: connections live on the runtime that opened them.
-    pool: Pool,
-    /// This process's lease owner id.
-    owner: Arc<str>,
-    lease: Duration,
-    poll: Duration,
-    batch: usize,
-    wake: Arc<Notify>,
+    config: Option<DeliveryConfig>,
+    name: String,
+    kind: SinkKind,
+    control: Arc<SinkControl>,
     stats: Arc<DeliveryStats>,
 }
 
 impl DeliveryActor {
-    pub fn new(
-        sink: SinkSettings,
-        pool: Pool,
-        owner: Arc<str>,
-        lease: Duration,
-        poll: Duration,
-        batch: usize,
-        wake: Arc<Notify>,
-    ) -> Self {
+    pub fn new(config: DeliveryConfig) -> Self {
+        let control = Arc::new(SinkControl {
+            concurrency: AtomicUsize::new(config.sink.concurrency),
+            rate_limit: AtomicU32::new(config.sink.rate_limit),
+            paused: AtomicBool::new(false),
+            circuit_open: AtomicBool::new(false),
+            wake: config.wake.clone(),
+        });
         DeliveryActor {
-            sink,
-            pool,
-            owner,
-            lease,
-            poll,
-            batch,
-            wake,
+            name: config.sink.name.clone(),
+            kind: config.sink.kind,
+            config: Some(config),
+            control,
             stats: Arc::default(),
         }
     }
 
-    pub fn stats(&self) -> Arc<DeliveryStats> {
-        self.stats.clone()
+    pub fn control(&self) -> Arc<SinkControl> {
+        self.control.clone()
     }
 
-    /// Sleeps until woken by a commit or the poll interval passes, then runs a round.
-    fn wait_then_round(&self, ctx: &mut Context<Self>) {
-        let wake = self.wake.clone();
-        let poll = self.poll;
-        ctx.spawn(
-            async move {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                }
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.notify(Round)),
-        );
+    pub fn stats(&self) -> Arc<DeliveryStats> {
+        self.stats.clone()
     }
 }
 
@@ -99,145 +123,494 @@ impl Actor for DeliveryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.notify(Round);
+        let Some(config) = self.config.take() else {
+            return;
+        };
+        let engine = Engine::new(config, self.control.clone(), self.stats.clone());
+        ctx.spawn(engine.run().into_actor(self));
     }
 }
 
-/// One claim–deliver–record round.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Round;
+/// What a round asks of the loop.
+enum Next {
+    /// More may be due: go again at once.
+    Again,
+    /// Sleep until woken or this long has passed.
+    Wait(Duration),
+}
 
-struct RoundJob {
+/// The delivery loop of one sink.
+struct Engine {
     sink: SinkSettings,
     pool: Pool,
     owner: Arc<str>,
     lease: Duration,
-    batch: usize,
+    poll: Duration,
+    claim_batch: usize,
+    clock: SharedClock,
+    control: Arc<SinkControl>,
     stats: Arc<DeliveryStats>,
+    http: reqwest::Client,
+    target: Option<Target>,
+    circuit: Circuit,
+    pause: PauseWindow,
+    limiter: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
+    last_reap: Option<Instant>,
 }
 
-impl RoundJob {
-    /// Answers how many deliveries were claimed.
-    async fn run(self) -> Result<usize, DbError> {
+impl Engine {
+    fn new(c: DeliveryConfig, control: Arc<SinkControl>, stats: Arc<DeliveryStats>) -> Self {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(c.sink.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(c.sink.concurrency.max(1))
+            .build()
+            .unwrap_or_default();
+        Engine {
+            target: Target::for_sink(&c.sink),
+            circuit: Circuit::new(c.sink.circuit_threshold),
+            pause: PauseWindow::new(c.sink.pause_threshold as usize, c.sink.pause_window),
+            sink: c.sink,
+            pool: c.pool,
+            owner: c.owner,
+            lease: c.lease,
+            poll: c.poll,
+            claim_batch: c.claim_batch,
+            clock: c.clock,
+            control,
+            stats,
+            http,
+            limiter: None,
+            last_reap: None,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+            let next = match self.round().await {
+                Ok(next) => {
+                    failures = 0;
+                    next
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(sink = %self.sink.name, error = %e, "delivery round failed; backing off");
+                    Next::Wait(
+                        policy::backoff(
+                            failures as i32 + 1,
+                            Duration::from_millis(500),
+                            Duration::from_secs(30),
+                        )
+                        .max(Duration::from_millis(100)),
+                    )
+                }
+            };
+            if let Next::Wait(d) = next {
+                let wake = self.control.wake.clone();
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(d.min(self.poll)) => {}
+                }
+            }
+        }
+    }
+
+    fn limiter(&mut self) -> Option<Arc<DefaultDirectRateLimiter>> {
+        let rate = self.control.rate_limit.load(Ordering::Relaxed);
+        let n = NonZeroU32::new(rate)?;
+        if self.limiter.as_ref().is_none_or(|(r, _)| *r != rate) {
+            self.limiter = Some((rate, Arc::new(RateLimiter::direct(Quota::per_second(n)))));
+        }
+        self.limiter.as_ref().map(|(_, l)| l.clone())
+    }
+
+    async fn round(&mut self) -> Result<Next, DbError> {
         let mut c = self.pool.get().await?;
-        outbox::reap_expired(&c).await?;
+        if self
+            .last_reap
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            let n = outbox::reap_expired(&c).await?;
+            if n > 0 {
+                tracing::info!(sink = %self.sink.name, rows = n, "expired leases returned to available");
+            }
+            self.last_reap = Some(Instant::now());
+        }
+        if self.control.paused.load(Ordering::Relaxed) {
+            return Ok(Next::Wait(self.poll));
+        }
+        let now = Instant::now();
+        let concurrency = self.control.concurrency.load(Ordering::Relaxed).max(1);
+        let probing = self.circuit.is_open();
+        let limit = if probing {
+            if !self.circuit.probe_due(now) {
+                let wait = self
+                    .circuit
+                    .next_probe()
+                    .map_or(self.poll, |t| t.duration_since(now));
+                return Ok(Next::Wait(wait.max(Duration::from_millis(10))));
+            }
+            1
+        } else if self.sink.kind == SinkKind::File {
+            self.claim_batch
+        } else {
+            (concurrency * 4).min(self.claim_batch)
+        };
         let claimed = outbox::claim(
             &c,
             &self.sink.name,
             &self.owner,
             self.lease,
-            self.batch as i64,
+            limit as i64,
+            self.clock.now(),
         )
         .await?;
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok(Next::Wait(self.poll));
         }
         self.stats
             .in_flight
             .store(claimed.len() as u64, Ordering::Relaxed);
         let ids: Vec<uuid::Uuid> = claimed.iter().map(|c| c.event_id).collect();
-        let mut events = outbox::events(&c, &ids).await?;
+        let events = outbox::events(&c, &ids).await?;
+        let results = match self.sink.kind {
+            SinkKind::File => self.write_file(&claimed, events).await,
+            _ => {
+                self.attempt_all(&c, &claimed, events, concurrency, probing)
+                    .await
+            }
+        };
+        let finished = self.settle(results, probing);
+        outbox::finish(&mut c, &self.owner, &finished).await?;
+        self.stats.in_flight.store(0, Ordering::Relaxed);
+        self.account(&finished);
+        Ok(
+            if self.circuit.is_open() || self.control.paused.load(Ordering::Relaxed) {
+                Next::Wait(self.poll)
+            } else if claimed.len() >= limit {
+                Next::Again
+            } else {
+                Next::Wait(self.poll)
+            },
+        )
+    }
+
+    /// File sink: the whole batch in one write and one fsync.
+    async fn write_file(
+        &self,
+        claimed: &[Claimed],
+        mut events: HashMap<uuid::Uuid, EventRecord>,
+    ) -> Vec<RoundResult> {
+        let sink = FileSink {
+            dir: self.sink.dir.clone(),
+        };
+        let batch: Vec<_> = claimed
+            .iter()
+            .filter_map(|c| events.remove(&c.event_id).map(|e| (c.idempotency_key, e)))
+            .collect();
         let started = SystemTime::now();
         let t0 = Instant::now();
-        let answers: Vec<(outbox::Claimed, Answer)> = match self.sink.kind {
-            SinkKind::File => {
-                let sink = FileSink {
-                    dir: self.sink.dir.clone(),
-                };
-                let batch: Vec<_> = claimed
-                    .iter()
-                    .filter_map(|c| events.remove(&c.event_id).map(|e| (c.idempotency_key, e)))
-                    .collect();
-                let answer = tokio::task::spawn_blocking(move || sink.write(&batch))
-                    .await
-                    .unwrap_or_else(|e| Answer::Retry {
-                        status: None,
-                        error: format!("file sink task failed: {e}"),
-                    });
-                claimed
-                    .iter()
-                    .map(|c| (c.clone(), answer.clone()))
-                    .collect()
-            }
-            SinkKind::Webhook | SinkKind::Commcare => claimed
-                .iter()
-                .map(|c| {
-                    (
-                        c.clone(),
-                        Answer::Retry {
-                            status: None,
-                            error: "sink kind not available in this build".into(),
-                        },
-                    )
-                })
-                .collect(),
-        };
+        let answer = tokio::task::spawn_blocking(move || sink.write(&batch))
+            .await
+            .unwrap_or_else(|_| Answer::Retry {
+                status: None,
+                error: "file sink task failed".into(),
+            });
         let duration = t0.elapsed();
-        let completed = answers
+        claimed
             .iter()
-            .filter(|(_, a)| matches!(a, Answer::Completed { .. }))
-            .count() as u64;
-        for (_, a) in &answers {
-            let class = match a {
-                Answer::Completed { status: Some(s) }
-                | Answer::Retry {
-                    status: Some(s), ..
+            .map(|c| RoundResult {
+                claim: c.clone(),
+                started,
+                duration,
+                attempted: Some(Attempted {
+                    answer: answer.clone(),
+                    retry_after: None,
+                    ignored: false,
+                    excerpt: None,
+                }),
+            })
+            .collect()
+    }
+
+    /// HTTP sinks: up to `concurrency` attempts at once; leases renewed while they run; the circuit watched as
+    /// answers come in, so that attempts not yet started when it opens are not made.
+    async fn attempt_all(
+        &mut self,
+        c: &tokio_postgres::Client,
+        claimed: &[Claimed],
+        events: HashMap<uuid::Uuid, EventRecord>,
+        concurrency: usize,
+        probing: bool,
+    ) -> Vec<RoundResult> {
+        let limiter = self.limiter();
+        let Some(target) = self.target.as_ref() else {
+            return Vec::new();
+        };
+        let http = &self.http;
+        let timeout = self.sink.timeout;
+        let control = &self.control;
+        let events = &events;
+        let mut attempts = stream::iter(claimed.iter().cloned())
+            .map(|claim| {
+                let limiter = limiter.clone();
+                async move {
+                    let started = SystemTime::now();
+                    let t0 = Instant::now();
+                    // Behind an open circuit nothing more is sent in this round (a probe is sent alone).
+                    if !probing && control.circuit_open.load(Ordering::Relaxed) {
+                        return RoundResult {
+                            claim,
+                            started,
+                            duration: Duration::ZERO,
+                            attempted: None,
+                        };
+                    }
+                    let attempted = match events.get(&claim.event_id) {
+                        Some(event) => {
+                            if let Some(l) = &limiter {
+                                l.until_ready().await;
+                            }
+                            attempt::send(http, target, event, claim.idempotency_key, timeout).await
+                        }
+                        None => Attempted {
+                            answer: Answer::Dead {
+                                status: None,
+                                error: "event not found".into(),
+                            },
+                            retry_after: None,
+                            ignored: false,
+                            excerpt: None,
+                        },
+                    };
+                    RoundResult {
+                        claim,
+                        started,
+                        duration: t0.elapsed(),
+                        attempted: Some(attempted),
+                    }
                 }
-                | Answer::Dead {
-                    status: Some(s), ..
-                } => {
-                    format!("{}xx", s / 100)
+            })
+            .buffer_unordered(concurrency);
+        let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+        let mut renew = tokio::time::interval(self.lease / 3);
+        renew.tick().await;
+        let mut results = Vec::with_capacity(claimed.len());
+        loop {
+            tokio::select! {
+                r = attempts.next() => match r {
+                    Some(r) => {
+                        if let Some(a) = &r.attempted {
+                            if !a.ignored {
+                                let outage = policy::is_outage(&a.answer);
+                                if self.circuit.record(outage, Instant::now(), self.sink.backoff_base, self.sink.backoff_cap) {
+                                    self.control.circuit_open.store(true, Ordering::Relaxed);
+                                    tracing::warn!(sink = %self.sink.name,
+                                        "circuit opened: the sink is failing across the board; probing one request at a time");
+                                } else if !self.circuit.is_open() && self.control.circuit_open.swap(false, Ordering::Relaxed) {
+                                    tracing::info!(sink = %self.sink.name, "circuit closed: the sink answers again");
+                                }
+                            }
+                        }
+                        results.push(r);
+                    }
+                    None => break,
+                },
+                _ = renew.tick() => {
+                    if let Err(e) = outbox::renew(c, &self.owner, &ids, self.lease).await {
+                        tracing::warn!(sink = %self.sink.name, error = %e, "cannot renew leases");
+                    }
                 }
-                Answer::Completed { status: None } => "ok".into(),
-                _ => "io".into(),
+            }
+        }
+        results
+    }
+
+    /// Turns a round's answers into outcomes: retries with backoff, dead letters, pauses, probes.
+    fn settle(&mut self, results: Vec<RoundResult>, probing: bool) -> Vec<Finished> {
+        let now = self.clock.now();
+        let paused_now = {
+            let hits = results
+                .iter()
+                .filter(|r| {
+                    r.attempted
+                        .as_ref()
+                        .is_some_and(|a| matches!(a.answer, Answer::Dead { status, .. } if policy::is_pause_status(status)))
+                })
+                .count();
+            if hits > 0 && self.pause.record(hits, Instant::now()) {
+                if !self.control.paused.swap(true, Ordering::Relaxed) {
+                    metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.sink.name.clone())
+                        .set(1.0);
+                    tracing::warn!(sink = %self.sink.name, hits,
+                        "sink paused: permanent errors (401/403/404/422) across the board; rows stay available");
+                }
+                true
+            } else {
+                false
+            }
+        };
+        results
+            .into_iter()
+            .map(|r| {
+                let base = |state, counted, attempted, outcome| Finished {
+                    claim: r.claim.clone(),
+                    state,
+                    status: None,
+                    error: None,
+                    next_attempt_at: now,
+                    counted,
+                    attempted,
+                    outcome,
+                    started: r.started,
+                    duration: r.duration,
+                    excerpt: None,
+                };
+                let Some(a) = r.attempted.clone() else {
+                    return base("available", false, false, "skipped");
+                };
+                if a.ignored {
+                    return base("ignored", true, false, "ignored");
+                }
+                let with = |mut f: Finished, status: Option<i32>, error: Option<String>| {
+                    f.status = status;
+                    f.error = error;
+                    f.excerpt = a.excerpt.clone();
+                    f
+                };
+                match a.answer {
+                    Answer::Completed { status } => {
+                        with(base("completed", true, true, "completed"), status, None)
+                    }
+                    Answer::Retry { status, error } if probing => with(
+                        base("available", false, true, "probe_failed"),
+                        status,
+                        Some(error),
+                    ),
+                    Answer::Retry { status, error }
+                        if r.claim.attempt >= self.sink.max_attempts as i32 =>
+                    {
+                        with(base("dead", true, true, "dead"), status, Some(error))
+                    }
+                    Answer::Retry { status, error } => {
+                        let delay = policy::backoff(
+                            r.claim.attempt,
+                            self.sink.backoff_base,
+                            self.sink.backoff_cap,
+                        )
+                        .max(a.retry_after.unwrap_or_default());
+                        let mut f = with(
+                            base("retryable", true, true, "retryable"),
+                            status,
+                            Some(error),
+                        );
+                        f.next_attempt_at = now + delay;
+                        f
+                    }
+                    Answer::Dead { status, error }
+                        if paused_now && policy::is_pause_status(status) =>
+                    {
+                        with(
+                            base("available", false, true, "paused"),
+                            status,
+                            Some(error),
+                        )
+                    }
+                    Answer::Dead { status, error } => {
+                        with(base("dead", true, true, "dead"), status, Some(error))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn account(&self, finished: &[Finished]) {
+        let mut completed = 0;
+        for f in finished.iter().filter(|f| f.attempted) {
+            let class = match f.status {
+                Some(s) => format!("{}xx", s / 100),
+                None if f.state == "completed" => "ok".into(),
+                None => "error".into(),
             };
             metrics::counter!(crate::metrics::ATTEMPTS, "sink" => self.sink.name.clone(), "class" => class)
                 .increment(1);
+            if f.state == "completed" {
+                completed += 1;
+            } else {
+                self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        outbox::finish(
-            &mut c,
-            &self.owner,
-            started,
-            duration,
-            &answers,
-            self.sink.max_attempts as i32,
-        )
-        .await?;
-        self.stats.in_flight.store(0, Ordering::Relaxed);
         self.stats.completed.fetch_add(completed, Ordering::Relaxed);
-        self.stats
-            .failed
-            .fetch_add(answers.len() as u64 - completed, Ordering::Relaxed);
         metrics::counter!(crate::metrics::DELIVERED, "sink" => self.sink.name.clone())
             .increment(completed);
-        Ok(claimed.len())
     }
 }
 
-impl Handler<Round> for DeliveryActor {
-    type Result = ();
+/// One claimed row after its attempt (or after being held back: `attempted: None`).
+struct RoundResult {
+    claim: Claimed,
+    started: SystemTime,
+    duration: Duration,
+    attempted: Option<Attempted>,
+}
 
-    fn handle(&mut self, _: Round, ctx: &mut Context<Self>) {
-        let job = RoundJob {
-            sink: self.sink.clone(),
-            pool: self.pool.clone(),
-            owner: self.owner.clone(),
-            lease: self.lease,
-            batch: self.batch,
-            stats: self.stats.clone(),
-        };
-        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-        ctx.wait(job.run().into_actor(self).map(|res, act, ctx| match res {
-            Ok(n) if n >= act.batch => ctx.notify(Round),
-            Ok(_) => act.wait_then_round(ctx),
-            Err(e) => {
-                act.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(sink = %act.sink.name, error = %e, "delivery round failed; backing off");
-                let poll = act.poll;
-                ctx.run_later(poll.max(Duration::from_secs(1)), |_, ctx| ctx.notify(Round));
-            }
-        }));
+/// Pauses a sink: it stops claiming; its rows stay `available`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+/// Resumes a paused sink.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+/// Changes a sink's concurrency at runtime.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetConcurrency(pub usize);
+
+/// Changes a sink's rate limit (requests/s, 0 = none) at runtime.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRateLimit(pub u32);
+
+impl Handler<Pause> for DeliveryActor {
+    type Result = ();
+    fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
+        self.control.paused.store(true, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.name.clone()).set(1.0);
+        tracing::info!(sink = %self.name, "sink paused by request");
+    }
+}
+
+impl Handler<Resume> for DeliveryActor {
+    type Result = ();
+    fn handle(&mut self, _: Resume, _: &mut Context<Self>) {
+        self.control.paused.store(false, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.name.clone()).set(0.0);
+        tracing::info!(sink = %self.name, "sink resumed");
+        self.control.wake.notify_one();
+    }
+}
+
+impl Handler<SetConcurrency> for DeliveryActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetConcurrency, _: &mut Context<Self>) {
+        self.control
+            .concurrency
+            .store(msg.0.max(1), Ordering::Relaxed);
+        self.control.wake.notify_one();
+    }
+}
+
+impl Handler<SetRateLimit> for DeliveryActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetRateLimit, _: &mut Context<Self>) {
+        self.control.rate_limit.store(msg.0, Ordering::Relaxed);
+        self.control.wake.notify_one();
     }
 }
 
@@ -250,12 +623,16 @@ impl Handler<DumpDelivery> for DeliveryActor {
 
     fn handle(&mut self, _: DumpDelivery, _: &mut Context<Self>) -> Self::Result {
         MessageResult(DeliveryDump {
-            sink: self.sink.name.clone(),
+            sink: self.name.clone(),
+            kind: format!("{:?}", self.kind).to_lowercase(),
             in_flight: self.stats.in_flight.load(Ordering::Relaxed),
             completed: self.stats.completed.load(Ordering::Relaxed),
-            failed_attempts: self.stats.failed.load(Ordering::Relaxed),
+            failed_attempts: self.stats.failed_attempts.load(Ordering::Relaxed),
             errors: self.stats.errors.load(Ordering::Relaxed),
-            paused: false,
+            paused: self.control.paused.load(Ordering::Relaxed),
+            circuit_open: self.control.circuit_open.load(Ordering::Relaxed),
+            concurrency: self.control.concurrency.load(Ordering::Relaxed),
+            rate_limit: self.control.rate_limit.load(Ordering::Relaxed),
         })
     }
 }

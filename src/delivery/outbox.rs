@@ -1,7 +1,7 @@
 //! The outbox in SQL: claims under leases, completions fenced by attempt number, retries, lease expiry.
 
 use crate::error::DbError;
-use crate::sinks::{Answer, EventRecord};
+use crate::sinks::EventRecord;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
@@ -28,12 +28,13 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
     limit: i64,
+    now: SystemTime,
 ) -> Result<Vec<Claimed>, DbError> {
     let rows = c
         .query(
             "WITH c AS (
                  SELECT d.id FROM deliveries d
-                  WHERE d.sink = $1 AND d.state IN ('available', 'retryable') AND d.next_attempt_at <= now()
+                  WHERE d.sink = $1 AND d.state IN ('available', 'retryable') AND d.next_attempt_at <= $5
                     AND NOT EXISTS (
                         SELECT 1 FROM deliveries p
                          WHERE p.sink = d.sink AND p.source = d.source AND p.key_hash = d.key_hash
@@ -46,7 +47,7 @@ pub async fn claim(
                     lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
                FROM c WHERE d.id = c.id
              RETURNING d.id, d.attempts, d.event_id, d.idempotency_key",
-            &[&sink, &limit, &owner, &lease.as_secs_f64()],
+            &[&sink, &limit, &owner, &lease.as_secs_f64(), &now],
         )
         .await
         .map_err(q("claiming deliveries"))?;
@@ -99,88 +100,103 @@ pub async fn events(
         .collect())
 }
 
-/// Exponential backoff with full jitter: a random delay in [0, min(cap, base · 2^(attempt-1))].
-pub fn backoff(attempt: i32, base: Duration, cap: Duration) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << (attempt.clamp(1, 31) - 1) as u32)
-        .min(cap);
-    exp.mul_f64(rand::random::<f64>())
+/// How one claimed delivery ends its round.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub claim: Claimed,
+    /// `completed`, `retryable`, `dead`, `ignored`, or `available` (not attempted, or held back by a pause or an
+    /// open circuit).
+    pub state: &'static str,
+    pub status: Option<i32>,
+    /// Short, free of PHI.
+    pub error: Option<String>,
+    pub next_attempt_at: SystemTime,
+    /// Whether this round counts as one of the row's attempts (a probe behind an open circuit does not).
+    pub counted: bool,
+    /// Whether a request was made (and so an audit row is due).
+    pub attempted: bool,
+    /// Audit outcome name.
+    pub outcome: &'static str,
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// A PHI-free description of the answer (status, size, content type), never its body.
+    pub excerpt: Option<String>,
 }
 
-/// Records the answers of one round of attempts, each fenced by its attempt number and owner.
+/// Records a round's outcomes, each fenced by its attempt number and lease owner: a late finisher whose lease was
+/// taken over changes nothing. Answers how many rows were updated.
 pub async fn finish(
     c: &mut tokio_postgres::Client,
     owner: &str,
-    started: SystemTime,
-    duration: Duration,
-    answers: &[(Claimed, Answer)],
-    max_attempts: i32,
+    rows: &[Finished],
 ) -> Result<u64, DbError> {
-    let mut ids = Vec::new();
-    let mut attempts = Vec::new();
-    let mut states = Vec::new();
-    let mut statuses: Vec<Option<i32>> = Vec::new();
-    let mut errors: Vec<Option<String>> = Vec::new();
-    let mut delays = Vec::new();
-    for (claim, answer) in answers {
-        let (state, status, error, delay) = match answer {
-            Answer::Completed { status } => ("completed", *status, None, 0.0),
-            Answer::Retry { status, error } if claim.attempt < max_attempts => (
-                "retryable",
-                *status,
-                Some(error.clone()),
-                backoff(
-                    claim.attempt,
-                    Duration::from_secs(1),
-                    Duration::from_secs(600),
-                )
-                .as_secs_f64(),
-            ),
-            Answer::Retry { status, error } | Answer::Dead { status, error } => {
-                ("dead", *status, Some(error.clone()), 0.0)
-            }
-        };
-        ids.push(claim.id);
-        attempts.push(claim.attempt);
-        states.push(state);
-        statuses.push(status);
-        errors.push(error);
-        delays.push(delay);
+    if rows.is_empty() {
+        return Ok(0);
     }
+    let ids: Vec<i64> = rows.iter().map(|f| f.claim.id).collect();
+    let attempts: Vec<i32> = rows.iter().map(|f| f.claim.attempt).collect();
+    let states: Vec<&str> = rows.iter().map(|f| f.state).collect();
+    let statuses: Vec<Option<i32>> = rows.iter().map(|f| f.status).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|f| f.error.as_deref()).collect();
+    let next: Vec<SystemTime> = rows.iter().map(|f| f.next_attempt_at).collect();
+    let counted: Vec<bool> = rows.iter().map(|f| f.counted).collect();
+    let attempted: Vec<bool> = rows.iter().map(|f| f.attempted).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|f| f.outcome).collect();
+    let started: Vec<SystemTime> = rows.iter().map(|f| f.started).collect();
+    let durations: Vec<i32> = rows
+        .iter()
+        .map(|f| f.duration.as_millis().min(i32::MAX as u128) as i32)
+        .collect();
+    let excerpts: Vec<Option<&str>> = rows.iter().map(|f| f.excerpt.as_deref()).collect();
     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
     let n = tx
         .execute(
             "WITH x AS (
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::float8[])
-                     AS x(id, attempt, state, status, error, delay)),
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[],
+                                      $6::timestamptz[], $7::bool[], $8::bool[], $9::text[], $10::timestamptz[],
+                                      $11::int[], $12::text[])
+                     AS x(id, attempt, state, status, error, next_at, counted, attempted, outcome, started,
+                          duration, excerpt)),
              upd AS (
                  UPDATE deliveries d
-                    SET state = x.state, last_status = x.status, last_error = x.error, updated_at = now(),
+                    SET state = x.state,
+                        attempts = CASE WHEN x.counted THEN d.attempts ELSE d.attempts - 1 END,
+                        last_status = CASE WHEN x.attempted THEN x.status ELSE d.last_status END,
+                        last_error = CASE WHEN x.attempted THEN x.error ELSE d.last_error END,
+                        next_attempt_at = x.next_at, updated_at = now(),
                         lease_owner = NULL, lease_expires_at = NULL,
-                        next_attempt_at = now() + make_interval(secs => x.delay),
                         completed_at = CASE WHEN x.state = 'completed' THEN now() END
                    FROM x
-                  WHERE d.id = x.id AND d.attempts = x.attempt AND d.state = 'executing' AND d.lease_owner = $7
-                 RETURNING d.id, d.attempts, x.state, x.status, x.error)
+                  WHERE d.id = x.id AND d.attempts = x.attempt AND d.state = 'executing' AND d.lease_owner = $13
+                 RETURNING x.*)
              INSERT INTO delivery_attempts (delivery_id, attempt, lease_owner, started_at, duration_ms,
-                                            status_code, outcome, error)
-             SELECT id, attempts, $7, $8, $9, status, state, error FROM upd",
+                                            status_code, outcome, error, response_excerpt)
+             SELECT id, attempt, $13, started, duration, status, outcome, error, excerpt FROM upd WHERE attempted",
             &[
-                &ids,
-                &attempts,
-                &states,
-                &statuses,
-                &errors,
-                &delays,
-                &owner,
-                &started,
-                &(duration.as_millis() as i32),
+                &ids, &attempts, &states, &statuses, &errors, &next, &counted, &attempted, &outcomes, &started,
+                &durations, &excerpts, &owner,
             ],
         )
         .await
         .map_err(q("recording delivery answers"))?;
     tx.commit().await.map_err(q("recording delivery answers"))?;
     Ok(n)
+}
+
+/// Extends the leases of rows still being attempted by `owner`.
+pub async fn renew(
+    c: &tokio_postgres::Client,
+    owner: &str,
+    ids: &[i64],
+    lease: Duration,
+) -> Result<u64, DbError> {
+    c.execute(
+        "UPDATE deliveries SET lease_expires_at = now() + make_interval(secs => $3)
+          WHERE id = ANY($1) AND lease_owner = $2 AND state = 'executing'",
+        &[&ids, &owner, &lease.as_secs_f64()],
+    )
+    .await
+    .map_err(q("renewing leases"))
 }
 
 /// Returns deliveries whose lease expired (their owner died or hung) to `available`.
@@ -192,4 +208,29 @@ pub async fn reap_expired(c: &tokio_postgres::Client) -> Result<u64, DbError> {
     )
     .await
     .map_err(q("reaping expired leases"))
+}
+
+/// Re-drives one dead (or cancelled) delivery: it becomes `available` again with a fresh attempt budget.
+/// Answers whether the row was re-driven.
+pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbError> {
+    let n = c
+        .execute(
+            "UPDATE deliveries SET state = 'available', attempts = 0, next_attempt_at = now(), updated_at = now()
+              WHERE id = $1 AND state IN ('dead', 'cancelled')",
+            &[&id],
+        )
+        .await
+        .map_err(q("re-driving a delivery"))?;
+    Ok(n == 1)
+}
+
+/// Re-drives every dead delivery (of one sink, or of all). Answers how many.
+pub async fn redrive_dead(c: &tokio_postgres::Client, sink: Option<&str>) -> Result<u64, DbError> {
+    c.execute(
+        "UPDATE deliveries SET state = 'available', attempts = 0, next_attempt_at = now(), updated_at = now()
+          WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)",
+        &[&sink],
+    )
+    .await
+    .map_err(q("re-driving dead deliveries"))
 }

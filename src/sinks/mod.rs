@@ -1,5 +1,6 @@
 //! Delivery targets. Each sink turns an event into what its system expects and classifies the answer.
 
+pub mod commcare;
 pub mod file;
 
 use serde_json::{Map, Value};

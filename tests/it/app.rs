@@ -19,6 +19,10 @@ pub struct Options {
     pub emit_removed: bool,
     /// Extra TOML appended to the generated configuration.
     pub extra: String,
+    /// `[[sinks]]` tables replacing the default file sink.
+    pub sinks: Option<String>,
+    /// The clock delivery uses for retry times.
+    pub clock: Option<std::sync::Arc<sluice::clock::ManualClock>>,
 }
 
 impl Default for Options {
@@ -30,6 +34,8 @@ impl Default for Options {
             writer_batch: 1000,
             emit_removed: false,
             extra: String::new(),
+            sinks: None,
+            clock: None,
         }
     }
 }
@@ -68,10 +74,7 @@ pending = "{pending}"
 settle = "{settle}"
 rescan = "100ms"
 emit_removed = {emit}
-[[sinks]]
-name = "file"
-kind = "file"
-dir = {out:?}
+{sinks}
 {extra}
 "#,
         data = dir.join("data").display().to_string(),
@@ -83,7 +86,10 @@ dir = {out:?}
         pending = o.pending,
         settle = o.settle,
         emit = o.emit_removed,
-        out = dir.join("out").display().to_string(),
+        sinks = o.sinks.clone().unwrap_or_else(|| format!(
+            "[[sinks]]\nname = \"file\"\nkind = \"file\"\ndir = {:?}\n",
+            dir.join("out").display().to_string()
+        )),
         extra = o.extra,
     );
     Settings::with_overrides(&toml).expect("test settings")
@@ -92,9 +98,7 @@ dir = {out:?}
 pub async fn spawn_app(options: Options) -> TestApp {
     let db = test_db().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let app = App::start(settings(&db, dir.path(), &options), db.url.clone(), false)
-        .await
-        .expect("app starts");
+    let app = start(&db, dir.path(), &options).await;
     TestApp {
         app: Some(app),
         inbox: dir.path().join("inbox"),
@@ -104,6 +108,16 @@ pub async fn spawn_app(options: Options) -> TestApp {
         dir,
         options,
     }
+}
+
+async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
+    let clock: sluice::clock::SharedClock = match &options.clock {
+        Some(c) => c.clone(),
+        None => sluice::clock::system(),
+    };
+    App::start_with_clock(settings(db, dir, options), db.url.clone(), false, clock)
+        .await
+        .expect("app starts")
 }
 
 /// Generator arguments with the defaults of `sluice gen`.
@@ -137,14 +151,7 @@ impl TestApp {
     /// Starts the actor system again on the same database and directories.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let app = App::start(
-            settings(&self.db, self.dir.path(), &self.options),
-            self.db.url.clone(),
-            false,
-        )
-        .await
-        .expect("app restarts");
-        self.app = Some(app);
+        self.app = Some(start(&self.db, self.dir.path(), &self.options).await);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -327,3 +334,70 @@ pub fn assert_ledger(row: &FileRow, truth: &GroundTruth) {
 
 /// Serialises the tests that turn process-wide fault knobs.
 pub static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A valid v3 ECLRS row with the given patient key, accession number and result text.
+pub fn eclrs_row(patient_key: &str, accession: &str, result: &str) -> Vec<String> {
+    sluice::parse::columns::HeaderVersion::V3
+        .columns()
+        .iter()
+        .map(|c| match *c {
+            "PIDPATIENTKEY" => patient_key.to_string(),
+            "OBRACCESSIONNUM" => accession.to_string(),
+            "PIDCOUNTYCODE" => "47".to_string(),
+            "RESULTPOSITIVE" => "POSITIVE".to_string(),
+            "PIDLASTNAME" => "TESTER".to_string(),
+            "OBXOBSERVATIONRESULTTEXT" => result.to_string(),
+            "OBRCREATEDATE" => "20MAR2020:06:03:36.589000".to_string(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// Writes a v3 ECLRS file of the given rows.
+pub fn write_eclrs(path: &Path, rows: &[Vec<String>]) {
+    let mut text = sluice::parse::columns::HeaderVersion::V3
+        .columns()
+        .join("|");
+    text.push('\n');
+    for r in rows {
+        text.push_str(&r.join("|"));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+impl TestApp {
+    /// Writes and ingests a file of `n` rows with keys `<base + i>`/`ACC-<i>` and the given result text.
+    pub async fn ingest_rows(&self, name: &str, base: u64, n: u64, result: &str) -> FileRow {
+        let rows: Vec<Vec<String>> = (0..n)
+            .map(|i| eclrs_row(&format!("{}", base + i), &format!("ACC-{i}"), result))
+            .collect();
+        let path = self.path(&format!("{name}.src"));
+        write_eclrs(&path, &rows);
+        self.ingest(&path, name).await
+    }
+
+    /// Waits until `sql` (a count) answers `want`.
+    pub async fn wait_count(&self, sql: &str, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = self.count(sql).await;
+            if n == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "`{sql}` is {n}, not {want}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn delivery(&self, sink: &str) -> actix::Addr<sluice::delivery::DeliveryActor> {
+        let app = self.app.as_ref().unwrap();
+        let i = app
+            .settings
+            .sinks
+            .iter()
+            .position(|s| s.name == sink)
+            .expect("sink");
+        app.delivery[i].clone()
+    }
+}

@@ -12,18 +12,7 @@ fn header() -> String {
 
 /// A valid v3 row with the given patient key and accession number.
 fn row(patient_key: &str, accession: &str) -> Vec<String> {
-    let cols = HeaderVersion::V3.columns();
-    cols.iter()
-        .map(|c| match *c {
-            "PIDPATIENTKEY" => patient_key.to_string(),
-            "OBRACCESSIONNUM" => accession.to_string(),
-            "PIDCOUNTYCODE" => "47".to_string(),
-            "RESULTPOSITIVE" => "POSITIVE".to_string(),
-            "PIDLASTNAME" => "TESTER".to_string(),
-            "OBRCREATEDATE" => "20MAR2020:06:03:36.589000".to_string(),
-            _ => String::new(),
-        })
-        .collect()
+    crate::app::eclrs_row(patient_key, accession, "Detected")
 }
 
 fn set(row: &mut [String], column: &str, value: &str) {

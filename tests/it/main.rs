@@ -3,6 +3,7 @@
 mod app;
 mod backpressure;
 mod bad_input;
+mod delivery;
 mod embedded;
 mod harness;
 mod ingest;
