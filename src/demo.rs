@@ -40,8 +40,8 @@ pub async fn run(args: DemoArgs, sources: ConfigSources) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let out_dir = base.data_dir.join("out").join("demo");
-    let _ = std::fs::remove_dir_all(&out_dir);
+    let api = crate::fake_api::FakeApi::start(crate::fake_api::FakeApiArgs::default())
+        .context("cannot start the built-in fake contact-tracing API")?;
     let overrides = format!(
         r#"
 [admin]
@@ -55,13 +55,13 @@ pending = "all"
 settle = "1s"
 rescan = "250ms"
 [[sinks]]
-name = "demo-file"
-kind = "file"
-dir = {out:?}
+name = "tracing"
+kind = "webhook"
+url = "{url}"
 "#,
         inbox = inbox.display().to_string(),
         archive = archive.display().to_string(),
-        out = out_dir.display().to_string(),
+        url = api.webhook_url(),
     );
     let settings = Settings::load(&ConfigSources {
         overrides: Some(overrides),
@@ -88,7 +88,7 @@ dir = {out:?}
         if db.embedded.is_some() {
             reset_database(&db, DEMO_DB).await?;
         }
-        drive(&args, settings, &db, &[s0, s1]).await
+        drive(&args, settings, &db, &[s0, s1], &api).await
     }
     .await;
     db.stop();
@@ -115,6 +115,7 @@ async fn drive(
     settings: Settings,
     db: &Database,
     files: &[PathBuf],
+    api: &crate::fake_api::FakeApi,
 ) -> anyhow::Result<()> {
     let inbox = settings.sources[0].inbox.clone();
     let app = App::start(settings, db.url.clone(), true).await?;
@@ -147,10 +148,25 @@ async fn drive(
             }
         }
         let delivered = wait_for_deliveries(&client, args.timeout).await?;
+        let received = api.received();
+        let superseded: i64 = client
+            .query_one("SELECT count(*) FROM deliveries WHERE state = 'superseded'", &[])
+            .await?
+            .get(0);
+        if superseded > 0 {
+            println!("{superseded} older versions were superseded by a newer one before they were sent");
+        }
         println!(
-            "delivered {delivered} changes to the file sink; everything done in {:.1}s",
+            "delivered {delivered} changes; the contact-tracing API received {} ({} repeats, {} applied twice); \
+             everything done in {:.1}s",
+            received.accepted,
+            received.duplicates,
+            received.changes_applied_twice(),
             started.elapsed().as_secs_f64()
         );
+        if received.accepted != delivered as u64 || received.changes_applied_twice() > 0 {
+            bail!("the API did not receive every change exactly once");
+        }
         Ok(())
     }
     .await;

@@ -31,6 +31,8 @@ enum Command {
     Gen(sluice::gen::GenArgs),
     /// Run everything on embedded defaults: PostgreSQL, generated snapshots, delivery; print a summary.
     Demo(sluice::demo::DemoArgs),
+    /// Run the built-in fake contact-tracing API (webhook and CommCare endpoints, fault injection).
+    FakeApi(sluice::fake_api::FakeApiArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,11 @@ fn main() -> ExitCode {
             load(&sources).and_then(|s| actix_rt::System::new().block_on(sluice::cli::run(s)))
         }
         Command::Demo(args) => actix_rt::System::new().block_on(sluice::demo::run(args, sources)),
+        Command::FakeApi(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(sluice::fake_api::serve_forever(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

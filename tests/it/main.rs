@@ -8,3 +8,4 @@ mod embedded;
 mod harness;
 mod ingest;
 mod migrations;
+mod sinks;
