@@ -118,20 +118,20 @@ pub async fn find_resumable(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Whether a file of this name and size was already closed (done, duplicate, superseded): left in place because
-/// the source has no archive, it must not be taken again.
+/// Whether a file of this name and content was already closed (done, duplicate, superseded, failed): left in place
+/// because the source has no archive, it must not be taken again.
 pub async fn already_closed(
     pool: &Pool,
     source: &str,
     name: &str,
-    size: u64,
+    sha256: &str,
 ) -> Result<bool, DbError> {
     let c = pool.get().await?;
     let row = c
         .query_opt(
-            "SELECT 1 FROM files WHERE source = $1 AND name = $2 AND size = $3
+            "SELECT 1 FROM files WHERE source = $1 AND name = $2 AND sha256 = $3
                 AND status IN ('done', 'duplicate_file', 'superseded', 'failed') LIMIT 1",
-            &[&source, &name, &(size as i64)],
+            &[&source, &name, &sha256],
         )
         .await
         .map_err(|e| DbError::query("checking the ledger", e))?;

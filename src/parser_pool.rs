@@ -339,7 +339,10 @@ fn read_chunks(
             source,
         })
     };
-    let mut file = std::fs::File::open(&s.path).map_err(io)?;
+    // The handle the snapshot was admitted with (and that the writer reads rows from): a file renamed over this
+    // path meanwhile is not read by mistake.
+    let mut file = s.file.try_clone().map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(io)?;
     let mut sha = Sha256::new();
     let mut pos = 0u64; // file offset of buf[0]
     let mut line = 2u64; // data starts on line 2

@@ -44,9 +44,9 @@ struct Candidate {
 
 impl Candidate {
     /// Newest-first order: the digits in the name (a timestamp, in every export we know), then mtime.
-    fn order_key(&self) -> (String, SystemTime) {
+    fn order_key(&self) -> (usize, String, SystemTime) {
         let digits: String = self.name.chars().filter(char::is_ascii_digit).collect();
-        (digits, self.mtime)
+        (digits.len(), digits, self.mtime)
     }
 }
 
@@ -420,10 +420,11 @@ impl TakeJob {
     /// Ingests one file. Answers whether it was left in the inbox.
     async fn ingest(&self, c: &Candidate) -> Result<bool, PipelineError> {
         // Without an archive, closed files stay in the inbox: after a restart, do not take them again.
-        if self.source.archive.as_os_str().is_empty()
-            && ledger::already_closed(&self.pool, &self.name, &c.name, c.size).await?
-        {
-            return Ok(true);
+        if self.source.archive.as_os_str().is_empty() {
+            let sha = sha256_file(&c.path).await?;
+            if ledger::already_closed(&self.pool, &self.name, &c.name, &sha).await? {
+                return Ok(true);
+            }
         }
         let header = read_header(&c.path).await?;
         let (layout, data_offset) =
@@ -508,7 +509,12 @@ impl TakeJob {
                     "same content as an earlier file: recorded duplicate_file");
             }
         }
-        move_out(&c.path, &self.source.archive)
+        // The file is closed in the ledger: failing to move it is worth a warning, never a second ledger row.
+        move_out(&c.path, &self.source.archive).or_else(|e| {
+            tracing::warn!(source = %self.name, file = %c.name, error = %e,
+                "cannot move a finished file to the archive; leaving it in place");
+            Ok(true)
+        })
     }
 
     /// Records a file that cannot be read and moves it to `failed/`.

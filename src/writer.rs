@@ -260,6 +260,16 @@ fn materialize(
                 reason.as_str()
             ))
         })?;
+        // The row must still be the one that was classified: a file rewritten in place, or renamed over, between
+        // the two reads would otherwise pair one record's fields with another's key.
+        if crate::parse::key_hash(&record.key) != c.key_hash
+            || snapshot.layout.row_hash(&record) != c.row_hash
+        {
+            return Err(PipelineError::Parser(format!(
+                "line {} changed while the file was being read",
+                c.line
+            )));
+        }
         out.push(Materialized {
             change: *c,
             id: event_id(&snapshot.source, c.key_hash, c.version, c.row_hash),

@@ -379,6 +379,9 @@ impl Handler<BeginSnapshot> for DedupeShard {
 
     fn handle(&mut self, msg: BeginSnapshot, _: &mut Context<Self>) -> Self::Result {
         let snapshot = msg.0;
+        if self.in_flight.take().is_some() {
+            self.state.end_snapshot();
+        }
         let (url, shards, index) = (self.db_url.clone(), self.shards, self.index);
         let reload = self.dirty.then(|| self.source.clone());
         AtomicResponse::new(Box::pin(
@@ -451,6 +454,8 @@ impl Handler<Barrier> for DedupeShard {
             ));
         };
         let snapshot = fl.snapshot.clone();
+        // Memory runs ahead of the database from here until the writer has committed every change.
+        self.dirty = true;
         let (report, changes, removed) = self.settle(fl);
         self.snapshots += 1;
         let writer = self.writer.clone();
@@ -477,7 +482,13 @@ impl Handler<Barrier> for DedupeShard {
                 writer.flush().await?;
                 Ok(report)
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|res: Result<ShardReport, PipelineError>, act, _| {
+                if res.is_ok() {
+                    act.dirty = false;
+                }
+                res
+            }),
         ))
     }
 }

@@ -42,6 +42,8 @@ pub struct SinkControl {
     pub rate_limit: AtomicU32,
     pub paused: AtomicBool,
     pub circuit_open: AtomicBool,
+    /// Bumped by every resume, so the loop forgets the permanent errors that caused the pause.
+    pub resumes: AtomicU64,
     /// Wakes the delivery loop: a commit, a resume, a changed setting.
     pub wake: Arc<Notify>,
 }
@@ -99,6 +101,7 @@ impl DeliveryActor {
             rate_limit: AtomicU32::new(config.sink.rate_limit),
             paused: AtomicBool::new(false),
             circuit_open: AtomicBool::new(false),
+            resumes: AtomicU64::new(0),
             wake: config.wake.clone(),
         });
         DeliveryActor {
@@ -156,6 +159,7 @@ struct Engine {
     pause: PauseWindow,
     limiter: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
     last_reap: Option<Instant>,
+    resumes_seen: u64,
 }
 
 impl Engine {
@@ -182,6 +186,7 @@ impl Engine {
             http,
             limiter: None,
             last_reap: None,
+            resumes_seen: 0,
         }
     }
 
@@ -241,6 +246,11 @@ impl Engine {
         }
         if self.control.paused.load(Ordering::Relaxed) {
             return Ok(Next::Wait(self.poll));
+        }
+        let resumes = self.control.resumes.load(Ordering::Relaxed);
+        if resumes != self.resumes_seen {
+            self.resumes_seen = resumes;
+            self.pause.clear();
         }
         let now = Instant::now();
         let concurrency = self.control.concurrency.load(Ordering::Relaxed).max(1);
@@ -590,6 +600,7 @@ impl Handler<Resume> for DeliveryActor {
     type Result = ();
     fn handle(&mut self, _: Resume, _: &mut Context<Self>) {
         self.control.paused.store(false, Ordering::Relaxed);
+        self.control.resumes.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.name.clone()).set(0.0);
         tracing::info!(sink = %self.name, "sink resumed");
         self.control.wake.notify_one();

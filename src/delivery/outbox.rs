@@ -124,7 +124,7 @@ pub struct Finished {
 }
 
 /// Records a round's outcomes, each fenced by its attempt number and lease owner: a late finisher whose lease was
-/// taken over changes nothing. Answers how many rows were updated.
+/// taken over changes nothing (its request is still audited, as `fenced`). Answers how many rows were updated.
 pub async fn finish(
     c: &mut tokio_postgres::Client,
     owner: &str,
@@ -149,8 +149,8 @@ pub async fn finish(
         .collect();
     let excerpts: Vec<Option<&str>> = rows.iter().map(|f| f.excerpt.as_deref()).collect();
     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
-    let n = tx
-        .execute(
+    let n: i64 = tx
+        .query_one(
             "WITH x AS (
                  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[],
                                       $6::timestamptz[], $7::bool[], $8::bool[], $9::text[], $10::timestamptz[],
@@ -159,7 +159,14 @@ pub async fn finish(
                           duration, excerpt)),
              upd AS (
                  UPDATE deliveries d
-                    SET state = x.state,
+                    -- An older version going back to wait while a newer one exists is superseded instead: the
+                    -- newest record must not queue behind a stale one for a whole retry schedule.
+                    SET state = CASE
+                            WHEN x.state IN ('retryable', 'available') AND EXISTS (
+                                SELECT 1 FROM deliveries n
+                                 WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
+                                   AND n.version > d.version)
+                            THEN 'superseded' ELSE x.state END,
                         attempts = CASE WHEN x.counted THEN d.attempts ELSE d.attempts - 1 END,
                         last_status = CASE WHEN x.attempted THEN x.status ELSE d.last_status END,
                         last_error = CASE WHEN x.attempted THEN x.error ELSE d.last_error END,
@@ -168,19 +175,27 @@ pub async fn finish(
                         completed_at = CASE WHEN x.state = 'completed' THEN now() END
                    FROM x
                   WHERE d.id = x.id AND d.attempts = x.attempt AND d.state = 'executing' AND d.lease_owner = $13
-                 RETURNING x.*)
-             INSERT INTO delivery_attempts (delivery_id, attempt, lease_owner, started_at, duration_ms,
-                                            status_code, outcome, error, response_excerpt)
-             SELECT id, attempt, $13, started, duration, status, outcome, error, excerpt FROM upd WHERE attempted",
+                 RETURNING d.id),
+             -- Every request made is audited; one whose lease was taken over meanwhile is marked `fenced`.
+             audit AS (
+                 INSERT INTO delivery_attempts (delivery_id, attempt, lease_owner, started_at, duration_ms,
+                                                status_code, outcome, error, response_excerpt)
+                 SELECT x.id, x.attempt, $13, x.started, x.duration, x.status,
+                        CASE WHEN upd.id IS NULL THEN 'fenced' ELSE x.outcome END, x.error, x.excerpt
+                   FROM x LEFT JOIN upd ON upd.id = x.id
+                  WHERE x.attempted
+                 RETURNING 1)
+             SELECT count(*) FROM upd",
             &[
                 &ids, &attempts, &states, &statuses, &errors, &next, &counted, &attempted, &outcomes, &started,
                 &durations, &excerpts, &owner,
             ],
         )
         .await
-        .map_err(q("recording delivery answers"))?;
+        .map_err(q("recording delivery answers"))?
+        .get(0);
     tx.commit().await.map_err(q("recording delivery answers"))?;
-    Ok(n)
+    Ok(n as u64)
 }
 
 /// Extends the leases of rows still being attempted by `owner`.
@@ -210,12 +225,19 @@ pub async fn reap_expired(c: &tokio_postgres::Client) -> Result<u64, DbError> {
     .map_err(q("reaping expired leases"))
 }
 
-/// Re-drives one dead (or cancelled) delivery: it becomes `available` again with a fresh attempt budget.
-/// Answers whether the row was re-driven.
+/// Re-drives one dead (or cancelled) delivery: it becomes `available` again with a fresh attempt budget — or
+/// `superseded` when a newer version of its key exists, so that an old record never overwrites a newer one
+/// downstream. Answers whether the row was re-driven.
 pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbError> {
     let n = c
         .execute(
-            "UPDATE deliveries SET state = 'available', attempts = 0, next_attempt_at = now(), updated_at = now()
+            "UPDATE deliveries d
+                SET state = CASE WHEN EXISTS (
+                            SELECT 1 FROM deliveries n
+                             WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
+                               AND n.version > d.version)
+                        THEN 'superseded' ELSE 'available' END,
+                    attempts = 0, next_attempt_at = now(), updated_at = now()
               WHERE id = $1 AND state IN ('dead', 'cancelled')",
             &[&id],
         )
@@ -227,7 +249,13 @@ pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbErro
 /// Re-drives every dead delivery (of one sink, or of all). Answers how many.
 pub async fn redrive_dead(c: &tokio_postgres::Client, sink: Option<&str>) -> Result<u64, DbError> {
     c.execute(
-        "UPDATE deliveries SET state = 'available', attempts = 0, next_attempt_at = now(), updated_at = now()
+        "UPDATE deliveries d
+            SET state = CASE WHEN EXISTS (
+                        SELECT 1 FROM deliveries n
+                         WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
+                           AND n.version > d.version)
+                    THEN 'superseded' ELSE 'available' END,
+                attempts = 0, next_attempt_at = now(), updated_at = now()
           WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)",
         &[&sink],
     )

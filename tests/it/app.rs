@@ -390,6 +390,22 @@ impl TestApp {
         }
     }
 
+    /// Waits until `sql` (a count) answers at least `want`.
+    pub async fn wait_at_least(&self, sql: &str, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = self.count(sql).await;
+            if n >= want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{sql}` is {n}, not {want} or more"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub fn delivery(&self, sink: &str) -> actix::Addr<sluice::delivery::DeliveryActor> {
         let app = self.app.as_ref().unwrap();
         let i = app

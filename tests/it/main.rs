@@ -8,4 +8,5 @@ mod embedded;
 mod harness;
 mod ingest;
 mod migrations;
+mod operate;
 mod sinks;
