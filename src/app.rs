@@ -97,6 +97,8 @@ pub struct App {
     pub routes: Routes,
     pub delivery: Vec<Addr<DeliveryActor>>,
     pub edges: Vec<Arc<EdgeStats>>,
+    /// This process's lease owner id.
+    pub owner: Arc<str>,
     /// Pool of the ingest arbiter (ledger reads and writes of the watchers).
     pub pool: deadpool_postgres::Pool,
     arbiters: Vec<Arbiter>,
@@ -263,6 +265,7 @@ impl App {
             routes,
             delivery,
             edges,
+            owner,
             pool,
             arbiters,
         })
@@ -275,6 +278,15 @@ impl App {
         for a in self.arbiters.drain(..).rev() {
             a.stop();
             let _ = a.join();
+        }
+        // Attempts cut short by the stop: their rows go back to `available` now rather than when the lease expires.
+        match crate::db::connect(&self.db_url).await {
+            Ok(c) => match crate::delivery::outbox::release(&c, &self.owner).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "released deliveries held by this process"),
+                Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
         }
         if let Some(mut admin) = self.admin.take() {
             admin.stop();

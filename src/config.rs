@@ -455,7 +455,11 @@ fn figment(sources: &ConfigSources) -> Result<Figment, ConfigError> {
         f = f.merge(Named("overrides", Toml::string(toml)));
     }
     if sources.env {
-        f = f.merge(Env::prefixed("SLUICE_").split("__")).merge(
+        // SLUICE_LOG and SLUICE_LOG_FORMAT set logging, not configuration.
+        let config_vars = Env::prefixed("SLUICE_")
+            .ignore(&["LOG", "LOG_FORMAT"])
+            .split("__");
+        f = f.merge(config_vars).merge(
             Env::raw()
                 .only(&["DATABASE_URL"])
                 .map(|_| "database.url".into()),

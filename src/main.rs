@@ -36,8 +36,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    sluice::telemetry::init_logging();
     let cli = Cli::parse();
+    // The demo prints its own progress; its logs are for problems only unless asked for.
+    sluice::telemetry::init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let sources = ConfigSources {
         file: cli.config.clone(),
         overrides: None,
