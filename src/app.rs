@@ -205,7 +205,14 @@ impl App {
             .sources
             .iter()
             .map(|s| {
-                let w = FileWatcher::new(s.clone(), pool.clone(), parser_mailbox.clone());
+                let shards = routes.get(s.name.as_str()).cloned().unwrap_or_default();
+                let w = FileWatcher::new(
+                    s.clone(),
+                    pool.clone(),
+                    parser_mailbox.clone(),
+                    db_url.clone(),
+                    shards,
+                );
                 FileWatcher::start_in_arbiter(&ingest_arbiter.handle(), move |_| w)
             })
             .collect();

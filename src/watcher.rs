@@ -6,6 +6,7 @@
 //! the inbox, or when its size and mtime have not changed for `settle`.
 
 use crate::config::{Pending, SourceSettings};
+use crate::dedupe::{Abort, DedupeShard};
 use crate::error::PipelineError;
 use crate::ledger;
 use crate::mailbox::Mailbox;
@@ -86,11 +87,30 @@ pub struct FileWatcher {
     failures: u32,
     fs_events: Option<notify::RecommendedWatcher>,
     stats: Arc<WatcherStats>,
+    /// The session holding this source's ingest lock (SPEC §10: one instance ingests a source at a time). The
+    /// lock lives as long as the connection: if it drops, the lock is gone and must be taken again.
+    lock: Option<tokio_postgres::Client>,
+    /// A lock attempt is under way.
+    locking: bool,
+    db_url: String,
+    /// The source's dedupe shards: told to rebuild their state whenever the lock is (re)taken, since another
+    /// instance may have committed changes meanwhile.
+    shards: Vec<Mailbox<DedupeShard>>,
 }
 
 impl FileWatcher {
-    pub fn new(source: SourceSettings, pool: Pool, parser: Mailbox<ParserPool>) -> Self {
+    pub fn new(
+        source: SourceSettings,
+        pool: Pool,
+        parser: Mailbox<ParserPool>,
+        db_url: String,
+        shards: Vec<Mailbox<DedupeShard>>,
+    ) -> Self {
         FileWatcher {
+            lock: None,
+            locking: false,
+            db_url,
+            shards,
             name: source.name.as_str().into(),
             profile: source.profile(),
             source: Arc::new(source),
@@ -137,9 +157,61 @@ impl FileWatcher {
         }
     }
 
+    /// Takes the source's ingest lock (a session advisory lock) when this instance does not hold it.
+    /// Answers whether it is held now.
+    fn hold_lock(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.lock.as_ref().is_some_and(|c| !c.is_closed()) {
+            return true;
+        }
+        if self.lock.take().is_some() {
+            tracing::warn!(source = %self.name, "lost the ingest lock (its connection closed); taking it again");
+        }
+        if self.locking {
+            return false;
+        }
+        self.locking = true;
+        let (url, key) = (self.db_url.clone(), ingest_lock_key(&self.name));
+        ctx.spawn(
+            async move {
+                let client = crate::db::connect(&url).await?;
+                let held: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                    .await
+                    .map_err(|e| crate::error::DbError::query("taking the ingest lock", e))?
+                    .get(0);
+                Ok::<_, PipelineError>(held.then_some(client))
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.locking = false;
+                match res {
+                    Ok(Some(client)) => {
+                        tracing::info!(source = %act.name, "holding the ingest lock of this source");
+                        act.lock = Some(client);
+                        // Another instance may have ingested meanwhile: rebuild the state before the next file.
+                        for shard in &act.shards {
+                            shard.addr().do_send(Abort { reload: true });
+                        }
+                        ctx.notify(Rescan);
+                    }
+                    Ok(None) => {
+                        tracing::debug!(source = %act.name, "another instance ingests this source");
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %act.name, error = %e, "cannot take the ingest lock");
+                    }
+                }
+            }),
+        );
+        false
+    }
+
     /// Lists the inbox and decides what to take next.
     fn scan(&mut self, ctx: &mut Context<Self>) {
         if self.busy || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if !self.hold_lock(ctx) {
             return;
         }
         let entries = match std::fs::read_dir(&self.source.inbox) {
@@ -261,6 +333,11 @@ impl FileWatcher {
             retries: self.stats.retries.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The advisory lock key of a source's ingest lock.
+fn ingest_lock_key(source: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(format!("sluice.ingest.{source}").as_bytes()) as i64
 }
 
 /// Names the watcher never takes: hidden files and files still being written under a temporary name.

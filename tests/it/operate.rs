@@ -73,3 +73,40 @@ async fn with_pending_latest_only_the_newest_waiting_snapshot_is_processed() {
     }
     assert_eq!(t.count("SELECT count(*) FROM events").await, 1);
 }
+
+/// SPEC §10: several instances may share a database; each source is ingested by one of them at a time, and the
+/// lock passes on when its holder stops.
+#[actix_rt::test]
+async fn one_instance_ingests_a_source_at_a_time_and_another_takes_over() {
+    let mut t = spawn_app(Options::default()).await;
+    let second = sluice::app::App::start(
+        crate::app::settings(&t.db, t.dir.path(), &t.options),
+        t.db.url.clone(),
+        false,
+    )
+    .await
+    .unwrap();
+    let (s0, truth0) = t.generate(crate::app::gen_args(&t.path("s0.TXT"), 3_000, 81, None));
+    let (s1, truth1) = t.generate(crate::app::gen_args(
+        &t.path("s1.TXT"),
+        3_000,
+        82,
+        Some(&s0),
+    ));
+    let f0 = t.ingest(&s0, "M_0000.TXT").await;
+    crate::app::assert_ledger(&f0, &truth0);
+    // Stop whichever instance took the first file; the other takes the lock and goes on from the committed state.
+    t.stop().await;
+    let f1 = t.ingest(&s1, "M_0030.TXT").await;
+    crate::app::assert_ledger(&f1, &truth1);
+    assert_eq!(
+        t.count("SELECT count(*) FROM files").await,
+        2,
+        "each file was taken once"
+    );
+    assert_eq!(
+        t.events_of(f1.id).await,
+        crate::app::expected_events(&truth1)
+    );
+    second.stop().await;
+}
