@@ -158,7 +158,7 @@ async fn empty_header_only_and_unterminated_files_are_handled() {
 #[actix_rt::test]
 async fn a_file_still_being_written_is_not_admitted_until_complete() {
     let t = spawn_app(Options {
-        settle: "2s",
+        settle: "5s",
         ..Options::default()
     })
     .await;
@@ -167,7 +167,8 @@ async fn a_file_still_being_written_is_not_admitted_until_complete() {
     let mut f = std::fs::File::create(&path).unwrap();
     writeln!(f, "{}", header()).unwrap();
     let mut written = 0;
-    // Keep writing for 3 s, a burst every 300 ms: never quiet for `settle` (2 s).
+    // Keep writing for 3 s, a burst every 300 ms: never quiet for `settle` (5 s, generous: the whole suite shares
+    // two cores, and a starved writer could otherwise look finished).
     for burst in 0..10 {
         for i in 0..50 {
             let key = format!("2{:013}", burst * 100 + i);
