@@ -151,7 +151,7 @@ pub async fn finish(
     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
     let n: i64 = tx
         .query_one(
-            "WITH x AS (
+            &format!("WITH x AS (
                  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[],
                                       $6::timestamptz[], $7::bool[], $8::bool[], $9::text[], $10::timestamptz[],
                                       $11::int[], $12::text[])
@@ -162,10 +162,7 @@ pub async fn finish(
                     -- An older version going back to wait while a newer one exists is superseded instead: the
                     -- newest record must not queue behind a stale one for a whole retry schedule.
                     SET state = CASE
-                            WHEN x.state IN ('retryable', 'available') AND EXISTS (
-                                SELECT 1 FROM deliveries n
-                                 WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
-                                   AND n.version > d.version)
+                            WHEN x.state IN ('retryable', 'available') AND {NEWER_VERSION_EXISTS}
                             THEN 'superseded' ELSE x.state END,
                         attempts = CASE WHEN x.counted THEN d.attempts ELSE d.attempts - 1 END,
                         last_status = CASE WHEN x.attempted THEN x.status ELSE d.last_status END,
@@ -185,7 +182,7 @@ pub async fn finish(
                    FROM x LEFT JOIN upd ON upd.id = x.id
                   WHERE x.attempted
                  RETURNING 1)
-             SELECT count(*) FROM upd",
+             SELECT count(*) FROM upd"),
             &[
                 &ids, &attempts, &states, &statuses, &errors, &next, &counted, &attempted, &outcomes, &started,
                 &durations, &excerpts, &owner,
@@ -225,42 +222,44 @@ pub async fn reap_expired(c: &tokio_postgres::Client) -> Result<u64, DbError> {
     .map_err(q("reaping expired leases"))
 }
 
-/// Re-drives one dead (or cancelled) delivery: it becomes `available` again with a fresh attempt budget — or
-/// `superseded` when a newer version of its key exists, so that an old record never overwrites a newer one
-/// downstream. Answers whether the row was re-driven.
-pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbError> {
-    let n = c
-        .execute(
+/// SQL condition: a newer version of the key of delivery `d` exists for the same sink.
+const NEWER_VERSION_EXISTS: &str = "EXISTS (
+    SELECT 1 FROM deliveries n
+     WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash AND n.version > d.version)";
+
+/// Makes the rows matching `filter` deliverable again with a fresh attempt budget — or `superseded` when a newer
+/// version of their key exists, so that an old record never overwrites a newer one downstream.
+async fn redrive_where(
+    c: &tokio_postgres::Client,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, DbError> {
+    c.execute(
+        &format!(
             "UPDATE deliveries d
-                SET state = CASE WHEN EXISTS (
-                            SELECT 1 FROM deliveries n
-                             WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
-                               AND n.version > d.version)
-                        THEN 'superseded' ELSE 'available' END,
+                SET state = CASE WHEN {NEWER_VERSION_EXISTS} THEN 'superseded' ELSE 'available' END,
                     attempts = 0, next_attempt_at = now(), updated_at = now()
-              WHERE id = $1 AND state IN ('dead', 'cancelled')",
-            &[&id],
-        )
-        .await
-        .map_err(q("re-driving a delivery"))?;
-    Ok(n == 1)
+              WHERE {filter}"
+        ),
+        params,
+    )
+    .await
+    .map_err(q("re-driving deliveries"))
+}
+
+/// Re-drives one dead (or cancelled) delivery. Answers whether the row was re-driven.
+pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbError> {
+    Ok(redrive_where(c, "id = $1 AND state IN ('dead', 'cancelled')", &[&id]).await? == 1)
 }
 
 /// Re-drives every dead delivery (of one sink, or of all). Answers how many.
 pub async fn redrive_dead(c: &tokio_postgres::Client, sink: Option<&str>) -> Result<u64, DbError> {
-    c.execute(
-        "UPDATE deliveries d
-            SET state = CASE WHEN EXISTS (
-                        SELECT 1 FROM deliveries n
-                         WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash
-                           AND n.version > d.version)
-                    THEN 'superseded' ELSE 'available' END,
-                attempts = 0, next_attempt_at = now(), updated_at = now()
-          WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)",
+    redrive_where(
+        c,
+        "state = 'dead' AND ($1::text IS NULL OR sink = $1)",
         &[&sink],
     )
     .await
-    .map_err(q("re-driving dead deliveries"))
 }
 
 /// Returns every delivery `owner` still holds to `available`, not counting the interrupted attempt (used when the
