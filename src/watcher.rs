@@ -463,31 +463,8 @@ impl TakeJob {
 
     /// Records an older waiting file as superseded. Answers whether it was left in the inbox.
     async fn supersede(&self, c: &Candidate) -> Result<bool, PipelineError> {
-        let sha = sha256_file(&c.path).await?;
-        match ledger::find_resumable(&self.pool, &self.name, &c.name, c.size).await? {
-            Some(id) => {
-                ledger::close(
-                    &self.pool,
-                    id,
-                    "superseded",
-                    Some("a newer snapshot was waiting"),
-                    Some(&sha),
-                )
-                .await?
-            }
-            None => {
-                ledger::insert(
-                    &self.pool,
-                    &self.name,
-                    &c.name,
-                    c.size,
-                    &sha,
-                    "superseded",
-                    Some("a newer snapshot was waiting"),
-                )
-                .await?;
-            }
-        }
+        self.close_unprocessed(c, "superseded", "a newer snapshot was waiting")
+            .await?;
         metrics::counter!(crate::metrics::FILES, "source" => self.name.to_string(), "status" => "superseded")
             .increment(1);
         tracing::info!(source = %self.name, file = %c.name, "superseded by a newer snapshot");
@@ -594,12 +571,17 @@ impl TakeJob {
         })
     }
 
-    /// Records a file that cannot be read and moves it to `failed/`.
-    async fn fail(&self, c: &Candidate, reason: &str) -> Result<bool, PipelineError> {
+    /// Closes a file's ledger row without processing it — the row an earlier run left `processing`, or a new one.
+    async fn close_unprocessed(
+        &self,
+        c: &Candidate,
+        status: &str,
+        reason: &str,
+    ) -> Result<i64, PipelineError> {
         let sha = sha256_file(&c.path).await?;
         let id = match ledger::find_resumable(&self.pool, &self.name, &c.name, c.size).await? {
             Some(id) => {
-                ledger::close(&self.pool, id, "failed", Some(reason), Some(&sha)).await?;
+                ledger::close(&self.pool, id, status, Some(reason), Some(&sha)).await?;
                 id
             }
             None => {
@@ -609,12 +591,18 @@ impl TakeJob {
                     &c.name,
                     c.size,
                     &sha,
-                    "failed",
+                    status,
                     Some(reason),
                 )
                 .await?
             }
         };
+        Ok(id)
+    }
+
+    /// Records a file that cannot be read and moves it to `failed/`.
+    async fn fail(&self, c: &Candidate, reason: &str) -> Result<bool, PipelineError> {
+        let id = self.close_unprocessed(c, "failed", reason).await?;
         self.stats.files_failed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::FILES, "source" => self.name.to_string(), "status" => "failed").increment(1);
         tracing::warn!(source = %self.name, file = %c.name, file_id = id, reason, "file failed");
