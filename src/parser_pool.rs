@@ -152,10 +152,13 @@ struct IngestJob {
     progress: Arc<Progress>,
 }
 
-/// A chunk of whole lines and where it sits in the file.
+/// A chunk of whole lines and where it sits in the file. Line numbers are not known yet (counting them is left
+/// to the parsing threads); the pool numbers the rows as it takes the results in file order.
 struct Chunk {
     bytes: Vec<u8>,
-    first_line: u64,
+    /// Bytes at the start that are not data (the header line).
+    skip: usize,
+    /// File offset of `bytes[0]`.
     offset: u64,
 }
 
@@ -204,6 +207,8 @@ impl IngestJob {
         let mut parsing = FuturesOrdered::new();
         let mut last_log = Instant::now();
         let mut reader_done = false;
+        // File line number of the next chunk's first line (the header is line 1).
+        let mut next_line = 2u64;
         loop {
             // Keep up to `workers` chunks parsing; take results in file order.
             while !reader_done && parsing.len() < self.workers {
@@ -211,7 +216,12 @@ impl IngestJob {
                     Some(chunk) => {
                         let layout = s.layout.clone();
                         parsing.push_back(tokio::task::spawn_blocking(move || {
-                            layout.parse_chunk(&chunk.bytes, chunk.first_line, chunk.offset)
+                            let data = &chunk.bytes[chunk.skip..];
+                            let lines = memchr::memchr_iter(b'\n', data).count() as u64;
+                            // Lines numbered from 0 here; shifted to file line numbers in order below.
+                            let parsed =
+                                layout.parse_chunk(data, 0, chunk.offset + chunk.skip as u64);
+                            (parsed, lines)
                         }));
                     }
                     None => reader_done = true,
@@ -220,8 +230,15 @@ impl IngestJob {
             let Some(parsed) = parsing.next().await else {
                 break;
             };
-            let parsed: ParsedChunk =
+            let (mut parsed, lines): (ParsedChunk, u64) =
                 parsed.map_err(|e| PipelineError::Parser(format!("parser task failed: {e}")))?;
+            for r in &mut parsed.rows {
+                r.line += next_line;
+            }
+            for r in &mut parsed.rejects {
+                r.line += next_line;
+            }
+            next_line += lines;
             valid += parsed.rows.len() as u64;
             rejected += parsed.rejects.len() as u64;
             self.progress.rows.fetch_add(
@@ -345,7 +362,6 @@ fn read_chunks(
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(io)?;
     let mut sha = Sha256::new();
     let mut pos = 0u64; // file offset of buf[0]
-    let mut line = 2u64; // data starts on line 2
     let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes);
     let mut eof = false;
     while !eof {
@@ -372,10 +388,11 @@ fn read_chunks(
             .bytes
             .fetch_add((filled - start) as u64, Ordering::Relaxed);
         // Skip the header line.
-        let mut skip = 0usize;
-        if pos < s.data_offset {
-            skip = (s.data_offset - pos).min(buf.len() as u64) as usize;
-        }
+        let skip = if pos < s.data_offset {
+            (s.data_offset - pos).min(buf.len() as u64) as usize
+        } else {
+            0
+        };
         let cut = if eof {
             buf.len()
         } else {
@@ -385,20 +402,21 @@ fn read_chunks(
                 None => continue,
             }
         };
+        // The chunk keeps this buffer (no copy); only the partial last line moves to the next one.
+        let mut next = Vec::with_capacity(chunk_bytes.max(buf.len() - cut));
+        next.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        let bytes = std::mem::replace(&mut buf, next);
         if cut > skip {
-            let bytes = buf[skip..cut].to_vec();
-            let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
             let chunk = Chunk {
                 bytes,
-                first_line: line,
-                offset: pos + skip as u64,
+                skip,
+                offset: pos,
             };
-            line += lines;
             if tx.blocking_send(chunk).is_err() {
                 return Err(PipelineError::Shutdown);
             }
         }
-        buf.drain(..cut);
         pos += cut as u64;
     }
     Ok(hex::encode(sha.finalize()))
