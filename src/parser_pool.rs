@@ -303,10 +303,13 @@ impl IngestJob {
             ..Counts::default()
         };
         let mut conflicts = Vec::new();
+        let (mut silently_removed, mut revived) = (Vec::new(), Vec::new());
         for r in reports {
             let r = r?;
             counts.add(&r.counts);
             conflicts.extend(r.conflicts);
+            silently_removed.extend(r.silently_removed);
+            revived.extend(r.revived);
         }
         counts.rows = valid + rejected;
         self.writer.flush().await?;
@@ -315,6 +318,8 @@ impl IngestJob {
                 snapshot: s.clone(),
                 counts,
                 conflicts,
+                silently_removed,
+                revived,
             })
             .await?;
         Ok(Outcome::Done(counts))

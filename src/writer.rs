@@ -580,7 +580,7 @@ impl Handler<WriteRejects> for EventLogWriter {
     }
 }
 
-/// Records the file's SHA-256 and answers the id of an earlier, finished file with the same content, if any.
+/// Records the file's SHA-256 and answers the id of the source's last ingested file if it has the same content.
 #[derive(Message)]
 #[rtype(result = "Result<Option<i64>, PipelineError>")]
 pub struct RecordSha {
@@ -606,13 +606,15 @@ impl Handler<RecordSha> for EventLogWriter {
                     .map_err(q("recording a file's sha256"))?;
                     let row = c
                         .query_opt(
-                            "SELECT id FROM files WHERE source = $1 AND sha256 = $2 AND id <> $3
-                                AND status = 'done' ORDER BY id LIMIT 1",
+                            "SELECT id, sha256 = $2 FROM files WHERE source = $1 AND id <> $3 AND status = 'done'
+                              ORDER BY finished_at DESC, id DESC LIMIT 1",
                             &[&&*s.source, &sha, &s.file_id],
                         )
                         .await
                         .map_err(q("looking for a file with the same content"))?;
-                    Ok(row.map(|r| r.get(0)))
+                    // Only the last ingested snapshot counts: content equal to an older one is a revert of the
+                    // source's state, and its changes must flow.
+                    Ok(row.filter(|r| r.get::<_, bool>(1)).map(|r| r.get(0)))
                 })
             }),
         )
@@ -663,6 +665,10 @@ pub struct Finalize {
     pub snapshot: Arc<Snapshot>,
     pub counts: Counts,
     pub conflicts: Vec<ConflictRow>,
+    /// Keys to mark removed without an event (sources that do not emit removals).
+    pub silently_removed: Vec<KeyHash>,
+    /// Keys whose silent removal mark is cleared.
+    pub revived: Vec<KeyHash>,
 }
 
 impl Handler<Finalize> for EventLogWriter {
@@ -673,7 +679,11 @@ impl Handler<Finalize> for EventLogWriter {
             snapshot: s,
             counts,
             conflicts,
+            silently_removed,
+            revived,
         } = msg;
+        let silently_removed: Vec<i64> = silently_removed.iter().map(|k| *k as i64).collect();
+        let revived: Vec<i64> = revived.iter().map(|k| *k as i64).collect();
         run(
             self,
             Box::new(move |c| {
@@ -704,6 +714,17 @@ impl Handler<Finalize> for EventLogWriter {
                             .map_err(q("storing conflicts"))?;
                     }
                     writer.finish().await.map_err(q("storing conflicts"))?;
+                    for (keys, removed) in [(&silently_removed, true), (&revived, false)] {
+                        if !keys.is_empty() {
+                            tx.execute(
+                                "UPDATE record_state SET removed = $3, updated_at = now()
+                                  WHERE source = $1 AND key_hash = ANY($2)",
+                                &[&&*s.source, keys, &removed],
+                            )
+                            .await
+                            .map_err(q("marking removed records"))?;
+                        }
+                    }
                     let n = |v: u64| v as i64;
                     tx.execute(
                         "UPDATE files SET status = 'done', rows = $2, new = $3, changed = $4, unchanged = $5,

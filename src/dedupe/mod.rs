@@ -76,6 +76,10 @@ pub struct ShardReport {
     pub counts: Counts,
     pub conflicts: Vec<ConflictRow>,
     pub events: u64,
+    /// Keys absent from the snapshot of a source that does not emit removals: marked removed at finalize.
+    pub silently_removed: Vec<KeyHash>,
+    /// Keys silently removed before and back unchanged: their mark is cleared at finalize.
+    pub revived: Vec<KeyHash>,
 }
 
 pub struct DedupeShard {
@@ -162,12 +166,22 @@ impl DedupeShard {
             duplicate: fl.duplicate,
             ..Counts::default()
         };
+        let emit_removed = fl.snapshot.emit_removed;
         let mut changes = Vec::new();
+        let mut revived = Vec::new();
         for (&key, s) in &fl.seen {
             let (kind, version) = match s.prior {
                 None => (Some(ChangeKind::New), 1),
-                Some(c) if c.removed => (Some(ChangeKind::New), c.version + 1),
-                Some(c) if c.row == low64(s.row_hash) => (None, c.version),
+                // Downstream was told it was removed: it comes back as new.
+                Some(c) if c.removed && emit_removed => (Some(ChangeKind::New), c.version + 1),
+                Some(c) if c.row == low64(s.row_hash) => {
+                    if c.removed {
+                        // Silently removed before and back unchanged: nothing to send, only the mark to clear.
+                        revived.push(key);
+                        self.state.set(key, c.row, c.version, false);
+                    }
+                    (None, c.version)
+                }
                 Some(c) => (Some(ChangeKind::Changed), c.version + 1),
             };
             match kind {
@@ -204,28 +218,26 @@ impl DedupeShard {
                 len: l.len,
             }));
         }
-        let removed = if fl.snapshot.emit_removed {
-            self.state.unseen_live()
-        } else {
-            Vec::new()
-        };
-        counts.removed = if fl.snapshot.emit_removed {
-            removed.len() as u64
-        } else {
-            self.state.unseen_live_count()
-        } + fl.committed_removed;
+        // Keys absent from this snapshot are counted once: they are marked removed — with a `removed` event
+        // (and a new version) where the source emits them, silently otherwise — and not counted again while absent.
+        let absent = self.state.unseen_live();
+        counts.removed = absent.len() as u64 + fl.committed_removed;
         for c in &changes {
             self.state
                 .set(c.key_hash, low64(c.row_hash), c.version, false);
         }
-        let removed: Vec<(KeyHash, u32)> = removed
-            .into_iter()
-            .map(|(key, version)| {
-                let row = self.state.get(key).map(|c| c.row).unwrap_or_default();
+        let mut silently_removed = Vec::new();
+        let mut removed: Vec<(KeyHash, u32)> = Vec::new();
+        for (key, version) in absent {
+            let row = self.state.get(key).map(|c| c.row).unwrap_or_default();
+            if emit_removed {
                 self.state.set(key, row, version + 1, true);
-                (key, version + 1)
-            })
-            .collect();
+                removed.push((key, version + 1));
+            } else {
+                self.state.set(key, row, version, true);
+                silently_removed.push(key);
+            }
+        }
         self.state.end_snapshot();
         changes.sort_unstable_by_key(|c| c.offset);
         let events = (changes.len() + removed.len()) as u64;
@@ -234,6 +246,8 @@ impl DedupeShard {
                 counts,
                 conflicts,
                 events,
+                silently_removed,
+                revived,
             },
             changes,
             removed,

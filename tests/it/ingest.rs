@@ -251,3 +251,67 @@ async fn a_restart_mid_snapshot_completes_it_without_losing_or_doubling() {
         truth0.counts.new as i64
     );
 }
+
+/// A record that leaves the window is counted removed once, not again in every later snapshot; back unchanged, it
+/// is unchanged (downstream never heard of its removal, so nothing is sent).
+#[actix_rt::test]
+async fn removed_records_are_counted_once_and_come_back_silently() {
+    let t = spawn_app(Options::default()).await;
+    let a = t
+        .ingest_rows("X_0000.TXT", 10_000_000_000_000, 3, "Detected")
+        .await;
+    assert_eq!((a.new, a.removed), (3, 0));
+    let b = t
+        .ingest_rows("X_0030.TXT", 10_000_000_000_000, 1, "Detected")
+        .await;
+    assert_eq!((b.unchanged, b.removed), (1, 2));
+    // The same single record again (a trailing empty line makes it another file, not a duplicate file).
+    let path = t.path("x.TXT");
+    crate::app::write_eclrs(
+        &path,
+        &[crate::app::eclrs_row("10000000000000", "ACC-0", "Detected")],
+    );
+    std::fs::write(
+        &path,
+        [std::fs::read(&path).unwrap(), b"\n".to_vec()].concat(),
+    )
+    .unwrap();
+    let c = t.ingest(&path, "X_0100.TXT").await;
+    assert_eq!(
+        (c.status.as_str(), c.unchanged, c.removed),
+        ("done", 1, 0),
+        "already counted"
+    );
+    let d = t
+        .ingest_rows("X_0130.TXT", 10_000_000_000_000, 3, "Detected")
+        .await;
+    assert_eq!(
+        (d.new, d.changed, d.unchanged, d.removed),
+        (0, 0, 3, 0),
+        "{d:?}"
+    );
+    assert_eq!(t.count("SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        t.count("SELECT count(*) FROM record_state WHERE removed")
+            .await,
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn a_chain_of_snapshots_matches_each_ground_truth() {
+    let t = spawn_app(Options::default()).await;
+    let mut prev: Option<std::path::PathBuf> = None;
+    for (i, seed) in [91u64, 92, 93].iter().enumerate() {
+        let (path, truth) = t.generate(gen_args(
+            &t.path(&format!("c{i}.TXT")),
+            4_000,
+            *seed,
+            prev.as_deref(),
+        ));
+        let f = t.ingest(&path, &format!("C_{i:04}.TXT")).await;
+        assert_ledger(&f, &truth);
+        assert_eq!(t.events_of(f.id).await, expected_events(&truth));
+        prev = Some(path);
+    }
+}
