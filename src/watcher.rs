@@ -133,17 +133,23 @@ impl FileWatcher {
     fn watch(&mut self, ctx: &mut Context<Self>) {
         use notify::Watcher;
         let addr = ctx.address();
+        // Only names arriving matter: a file renamed in is complete at once, a created one starts its settle time.
+        // Everything else — in particular access events, which listing the inbox itself causes — is ignored, or
+        // each scan would trigger the next.
         let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                let renamed = matches!(
-                    ev.kind,
-                    notify::EventKind::Modify(notify::event::ModifyKind::Name(
-                        notify::event::RenameMode::To | notify::event::RenameMode::Both
-                    ))
-                );
-                addr.do_send(FsEvent {
-                    renamed: if renamed { ev.paths } else { Vec::new() },
-                });
+            use notify::event::{ModifyKind, RenameMode};
+            use notify::EventKind;
+            let Ok(ev) = res else { return };
+            match ev.kind {
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                    addr.do_send(FsEvent { renamed: ev.paths })
+                }
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+                    addr.do_send(FsEvent {
+                        renamed: Vec::new(),
+                    })
+                }
+                _ => {}
             }
         };
         match notify::recommended_watcher(handler) {
