@@ -29,19 +29,36 @@ fn low64(h: RowHash) -> u64 {
     h as u64
 }
 
+/// The winning row of a key in the snapshot in flight. One per row of a snapshot, so kept small (56 bytes): the
+/// row hash as two words (no 16-byte alignment), the line as u32.
 #[derive(Clone, Copy)]
 struct SeenRow {
-    row_hash: RowHash,
+    row_hash: [u64; 2],
     order_key: u64,
-    line: u64,
-    offset: u64,
+    line: u32,
     len: u32,
+    offset: u64,
     prior: Option<Committed>,
 }
 
 impl SeenRow {
+    fn new(row: &ParsedRow) -> Self {
+        SeenRow {
+            row_hash: [row.row_hash as u64, (row.row_hash >> 64) as u64],
+            order_key: row.order_key,
+            line: u32::try_from(row.line).unwrap_or(u32::MAX),
+            len: row.len,
+            offset: row.offset,
+            prior: None,
+        }
+    }
+
+    fn hash(&self) -> RowHash {
+        u128::from(self.row_hash[0]) | (u128::from(self.row_hash[1]) << 64)
+    }
+
     fn beats(&self, other: &SeenRow) -> bool {
-        (self.order_key, self.row_hash) > (other.order_key, other.row_hash)
+        (self.order_key, self.hash()) > (other.order_key, other.hash())
     }
 }
 
@@ -126,14 +143,7 @@ impl DedupeShard {
             return;
         };
         fl.rows += 1;
-        let candidate = SeenRow {
-            row_hash: row.row_hash,
-            order_key: row.order_key,
-            line: row.line,
-            offset: row.offset,
-            len: row.len,
-            prior: None,
-        };
+        let candidate = SeenRow::new(row);
         match fl.seen.entry(row.key_hash) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 let prior = self.state.lookup_and_mark(row.key_hash);
@@ -142,8 +152,7 @@ impl DedupeShard {
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 let winner = o.get_mut();
                 let losers = fl.losers.entry(row.key_hash).or_default();
-                if winner.row_hash == row.row_hash
-                    || losers.iter().any(|l| l.row_hash == row.row_hash)
+                if winner.hash() == row.row_hash || losers.iter().any(|l| l.hash() == row.row_hash)
                 {
                     fl.duplicate += 1;
                 } else if candidate.beats(winner) {
@@ -174,7 +183,7 @@ impl DedupeShard {
                 None => (Some(ChangeKind::New), 1),
                 // Downstream was told it was removed: it comes back as new.
                 Some(c) if c.removed && emit_removed => (Some(ChangeKind::New), c.version + 1),
-                Some(c) if c.row == low64(s.row_hash) => {
+                Some(c) if c.row == low64(s.hash()) => {
                     if c.removed {
                         // Silently removed before and back unchanged: nothing to send, only the mark to clear.
                         revived.push(key);
@@ -200,8 +209,8 @@ impl DedupeShard {
                         key_hash: key,
                         kind,
                         version,
-                        row_hash: s.row_hash,
-                        line: s.line,
+                        row_hash: s.hash(),
+                        line: u64::from(s.line),
                         offset: s.offset,
                         len: s.len,
                     });
@@ -213,7 +222,7 @@ impl DedupeShard {
             counts.conflict += losers.len() as u64;
             conflicts.extend(losers.iter().map(|l| ConflictRow {
                 key_hash: key,
-                line: l.line,
+                line: u64::from(l.line),
                 offset: l.offset,
                 len: l.len,
             }));
