@@ -1,7 +1,7 @@
 //! Delivery benchmark (SPEC §9): completed deliveries per second to a local API that answers at once, with leases
 //! and audit rows, and the time from a change's commit to its first attempt when the system is idle.
 //!
-//! Run with `cargo bench --bench delivery` (or `ops/bench --delivery`). It starts a durable embedded PostgreSQL in
+//! Run with `cargo bench --bench delivery`. It starts a durable embedded PostgreSQL in
 //! `target/bench/delivery-<pid>` and the built-in fake API on loopback, ingests a snapshot with the sink paused so
 //! that its changes wait in the outbox, resumes the sink and times the drain; then it drops one-row snapshots one
 //! at a time into an idle pipeline and reads commit → first attempt from the database.
