@@ -1112,8 +1112,9 @@ async fn seed_keys(c: &tokio_postgres::Client, keys: u64) -> Result<u64> {
 }
 
 fn run_child(spec: &ChildSpec) -> Result<ChildResult> {
-    let exe = std::env::current_exe().context("cannot find this program")?;
-    let out = Command::new(exe)
+    // `/proc/self/exe`, not `current_exe()`: a rebuild during the run replaces the file, and the path then names
+    // nothing; the link still execs this very binary.
+    let out = Command::new("/proc/self/exe")
         .arg("--child-keys")
         .arg(serde_json::to_string(spec)?)
         .stdin(Stdio::null())

@@ -8,7 +8,7 @@ use crate::admin::{AdminServer, Health};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
-use crate::dedupe::{DedupeShard, Reload};
+use crate::dedupe::DedupeShard;
 use crate::delivery::{DeliveryActor, DeliveryConfig};
 use crate::mailbox::{EdgeStats, Mailbox};
 use crate::parser_pool::{ParserPool, Progress, Routes};
@@ -169,18 +169,8 @@ impl App {
                 edges.push(mailbox.stats());
                 shards.push(mailbox);
             }
-            // Load the committed state now rather than with the first snapshot.
-            for r in
-                futures_util::future::join_all(shards.iter().map(|s| s.addr().send(Reload))).await
-            {
-                match r {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(source = %name, error = %e, "dedupe state not loaded yet; the first snapshot will load it")
-                    }
-                    Err(e) => anyhow::bail!("a dedupe shard stopped at start-up: {e}"),
-                }
-            }
+            // The state is loaded when the source's watcher takes the ingest lock (before its first file), not
+            // here: another instance may hold the lock and commit meanwhile.
             routes.insert(name, shards);
         }
 

@@ -6,7 +6,7 @@
 //! the inbox, or when its size and mtime have not changed for `settle`.
 
 use crate::config::{Pending, SourceSettings};
-use crate::dedupe::{Abort, DedupeShard};
+use crate::dedupe::{DedupeShard, Reload};
 use crate::error::PipelineError;
 use crate::ledger;
 use crate::mailbox::Mailbox;
@@ -194,9 +194,10 @@ impl FileWatcher {
                     Ok(Some(client)) => {
                         tracing::info!(source = %act.name, "holding the ingest lock of this source");
                         act.lock = Some(client);
-                        // Another instance may have ingested meanwhile: rebuild the state before the next file.
+                        // Another instance may have ingested meanwhile: (re)load the state now, before the next
+                        // file (its BeginSnapshot queues behind the load).
                         for shard in &act.shards {
-                            shard.addr().do_send(Abort { reload: true });
+                            shard.addr().do_send(Reload);
                         }
                         ctx.notify(Rescan);
                     }

@@ -366,6 +366,8 @@ impl Handler<Reload> for DedupeShard {
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
         self.in_flight = None;
+        // Until the load succeeds, the next snapshot must load again.
+        self.dirty = true;
         let (url, source, shards, index) = (
             self.db_url.clone(),
             self.source.clone(),
