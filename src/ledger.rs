@@ -5,16 +5,6 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use std::time::SystemTime;
 
-/// Ledger statuses (SPEC §6).
-pub const STATUSES: [&str; 6] = [
-    "pending",
-    "processing",
-    "done",
-    "failed",
-    "duplicate_file",
-    "superseded",
-];
-
 /// One ledger row, as `/admin/files` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FileRow {
