@@ -4,7 +4,7 @@
 //! every dedupe shard, the EventLogWriter and the delivery actors get arbiters of their own, so that no actor's
 //! work delays another's, and each PostgreSQL-using arbiter opens its own connections.
 
-use crate::admin::{AdminServer, Health};
+use crate::admin::{AdminServer, AdminState, Health, PipelineView};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
@@ -118,11 +118,12 @@ impl App {
         clock: SharedClock,
     ) -> anyhow::Result<App> {
         let health = Arc::new(Health::default());
+        let admin_state = AdminState::new(health.clone());
         let admin = if admin {
             Some(
-                AdminServer::start(settings.admin.listen, health.clone()).with_context(|| {
-                    format!("cannot listen on admin.listen = {}", settings.admin.listen)
-                })?,
+                AdminServer::start(settings.admin.listen, admin_state.clone()).with_context(
+                    || format!("cannot listen on admin.listen = {}", settings.admin.listen),
+                )?,
             )
         } else {
             None
@@ -244,6 +245,9 @@ impl App {
         }
         arbiters.push(delivery_arbiter);
 
+        let _ = admin_state.pipeline.set(PipelineView {
+            db_url: db_url.clone(),
+        });
         tracing::info!(
             sources = settings.sources.len(),
             sinks = settings.sinks.len(),

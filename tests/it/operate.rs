@@ -1,7 +1,7 @@
 //! The operating surface: health endpoints, and the watcher's choice among waiting files.
 
 use crate::app::{eclrs_row, spawn_app, write_eclrs, Options};
-use sluice::admin::{AdminServer, Health};
+use sluice::admin::{AdminServer, AdminState, Health};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,7 +17,11 @@ async fn status(url: &str) -> u16 {
 #[actix_rt::test]
 async fn readyz_is_503_until_ready_and_while_draining() {
     let health = Arc::new(Health::default());
-    let mut admin = AdminServer::start("127.0.0.1:0".parse().unwrap(), health.clone()).unwrap();
+    let mut admin = AdminServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AdminState::new(health.clone()),
+    )
+    .unwrap();
     let base = format!("http://{}", admin.addr);
     assert_eq!(status(&format!("{base}/healthz")).await, 200);
     assert_eq!(status(&format!("{base}/readyz")).await, 503);

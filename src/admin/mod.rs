@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What the health endpoints report.
 #[derive(Debug, Default)]
@@ -23,9 +23,36 @@ impl Health {
     }
 }
 
+/// What the admin routes can see. Built before the pipeline starts (health must answer during start-up); the
+/// parts that exist only once the pipeline runs are set later through [`AdminState::pipeline`].
 #[derive(Clone)]
-struct AdminState {
-    health: Arc<Health>,
+pub struct AdminState {
+    pub health: Arc<Health>,
+    /// Set once the pipeline has started; routes that need it answer 503 before that.
+    pub pipeline: Arc<OnceLock<PipelineView>>,
+}
+
+impl AdminState {
+    pub fn new(health: Arc<Health>) -> AdminState {
+        AdminState {
+            health,
+            pipeline: Arc::default(),
+        }
+    }
+}
+
+/// Handles on the running pipeline, for the admin routes.
+#[derive(Clone)]
+pub struct PipelineView {
+    pub db_url: String,
+}
+
+/// Every admin route.
+fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 async fn healthz() -> &'static str {
@@ -51,15 +78,12 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `listen` now (so a port conflict fails start-up) and serves on a thread of its own.
-    pub fn start(listen: SocketAddr, health: Arc<Health>) -> std::io::Result<AdminServer> {
+    pub fn start(listen: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
         let std_listener = std::net::TcpListener::bind(listen)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .with_state(AdminState { health });
+        let app = router(state);
         let thread = std::thread::Builder::new()
             .name("sluice-admin".into())
             .spawn(move || {
