@@ -9,9 +9,12 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::dedupe::DedupeShard;
+use crate::delivery::reaper::LeaseReaper;
 use crate::delivery::{DeliveryActor, DeliveryConfig};
+use crate::faults::Faults;
 use crate::mailbox::{EdgeStats, Mailbox};
 use crate::parser_pool::{ParserPool, Progress, Routes};
+use crate::supervisor::{Intensity, RestartType, Shutdown, Strategy, Supervisor, TreeBuilder};
 use crate::watcher::FileWatcher;
 use crate::writer::{EventLogWriter, OutboxSignal};
 use actix::prelude::*;
@@ -84,12 +87,40 @@ pub async fn migrate_with_retry(url: &str, patience: Duration) -> anyhow::Result
     }
 }
 
+/// What a test or the demo may set beyond the configuration.
+#[derive(Clone)]
+pub struct StartOptions {
+    /// Serve the admin API on `admin.listen`.
+    pub admin: bool,
+    /// The clock delivery uses for retry times (tests move it forward).
+    pub clock: SharedClock,
+    /// Faults to inject (only with the `fault-injection` feature; empty otherwise).
+    pub faults: Faults,
+}
+
+impl StartOptions {
+    pub fn new(admin: bool) -> StartOptions {
+        StartOptions {
+            admin,
+            clock: crate::clock::system(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// The running admin server's address.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminHandle {
+    pub addr: std::net::SocketAddr,
+}
+
 /// A running pipeline.
 pub struct App {
     pub settings: Settings,
     pub db_url: String,
     pub health: Arc<Health>,
-    pub admin: Option<AdminServer>,
+    pub admin: Option<AdminHandle>,
+    pub supervisor: Addr<Supervisor>,
     pub watchers: Vec<Addr<FileWatcher>>,
     pub parser: Addr<ParserPool>,
     pub progress: Arc<Progress>,
@@ -107,7 +138,7 @@ pub struct App {
 impl App {
     /// Starts everything on `db_url` (already migrated or not). Must run inside an actix `System`.
     pub async fn start(settings: Settings, db_url: String, admin: bool) -> anyhow::Result<App> {
-        App::start_with_clock(settings, db_url, admin, crate::clock::system()).await
+        App::start_with(settings, db_url, StartOptions::new(admin)).await
     }
 
     /// As [`App::start`], with the clock delivery uses for retry times (tests move it forward).
@@ -117,21 +148,62 @@ impl App {
         admin: bool,
         clock: SharedClock,
     ) -> anyhow::Result<App> {
+        let options = StartOptions {
+            clock,
+            ..StartOptions::new(admin)
+        };
+        App::start_with(settings, db_url, options).await
+    }
+
+    /// Builds the supervision tree (docs/ARCHITECTURE.md, "Supervision"):
+    ///
+    /// ```text
+    /// root (one_for_one)
+    /// ├── admin                      thread: health, metrics, admin API
+    /// ├── ingest (one_for_all)       writer, dedupe shards, parser, watchers
+    /// └── delivery (one_for_one)     lease reaper, one DeliveryActor per sink
+    /// ```
+    pub async fn start_with(
+        settings: Settings,
+        db_url: String,
+        options: StartOptions,
+    ) -> anyhow::Result<App> {
+        crate::supervisor::install_panic_hook(false);
+        let StartOptions {
+            admin,
+            clock,
+            faults,
+        } = options;
         let health = Arc::new(Health::default());
         let admin_state = AdminState::new(health.clone());
         let admin = if admin {
             Some(
-                AdminServer::start(settings.admin.listen, admin_state.clone()).with_context(
-                    || format!("cannot listen on admin.listen = {}", settings.admin.listen),
-                )?,
+                AdminServer::start(settings.admin.listen, admin_state.clone()).with_context(|| {
+                    format!("cannot listen on admin.listen = {}", settings.admin.listen)
+                })?,
             )
         } else {
             None
         };
+        let admin_handle = admin.as_ref().map(|a| AdminHandle { addr: a.addr });
         migrate_with_retry(&db_url, Duration::from_secs(60)).await?;
         health.ready.store(true, Ordering::Relaxed);
 
         let p = &settings.pipeline;
+        let sv = &settings.supervision;
+        let intensity = Intensity {
+            max_restarts: sv.max_restarts,
+            period: sv.restart_period,
+        };
+        let mut tree = TreeBuilder::new("root", Strategy::OneForOne, intensity, sv.stuck_after);
+        let root = tree.root();
+        if let Some(server) = admin {
+            tree.thread(root, "admin", "admin", Box::new(server));
+        }
+        // One for all: the shards' memory may run ahead of the database for the snapshot in flight, so any
+        // failure in ingest restarts all of it, the state is rebuilt from `record_state` and the watcher takes the
+        // file again (SPEC §2 invariant).
+        let ingest = tree.group(root, "ingest", Strategy::OneForAll, intensity);
         let mut arbiters = Vec::new();
         let mut edges = Vec::new();
         let signal = OutboxSignal::default();
@@ -139,10 +211,20 @@ impl App {
 
         let writer_arbiter = Arbiter::new();
         let writer = {
-            let (url, sinks, signal) = (db_url.clone(), sink_names.clone(), signal.clone());
-            EventLogWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-                EventLogWriter::new(url, sinks, signal)
-            })
+            let (url, sinks, signal, faults) = (
+                db_url.clone(),
+                sink_names.clone(),
+                signal.clone(),
+                faults.clone(),
+            );
+            tree.spawn(
+                ingest,
+                &writer_arbiter.handle(),
+                "writer",
+                "writer",
+                RestartType::Permanent,
+                move |beat| EventLogWriter::new(url, sinks, signal, beat, faults),
+            )
         };
         arbiters.push(writer_arbiter);
         let writer_mailbox =
@@ -155,16 +237,22 @@ impl App {
             let mut shards = Vec::new();
             for index in 0..p.shards {
                 let arbiter = Arbiter::new();
-                let (url, name2, w, batch, n) = (
+                let (url, name2, w, batch, n, faults) = (
                     db_url.clone(),
                     name.clone(),
                     writer_mailbox.sender(),
                     p.writer_batch,
                     p.shards,
+                    faults.clone(),
                 );
-                let addr = DedupeShard::start_in_arbiter(&arbiter.handle(), move |_| {
-                    DedupeShard::new(name2, index, n, url, w, batch)
-                });
+                let addr = tree.spawn(
+                    ingest,
+                    &arbiter.handle(),
+                    &format!("dedupe.{name}.{index}"),
+                    "dedupe",
+                    RestartType::Permanent,
+                    move |beat| DedupeShard::new(name2, index, n, url, w, batch, beat, faults),
+                );
                 arbiters.push(arbiter);
                 let mailbox = Mailbox::new("parser_to_dedupe", addr, p.edges.parser_to_dedupe);
                 edges.push(mailbox.stats());
@@ -176,14 +264,27 @@ impl App {
         }
 
         let ingest_arbiter = Arbiter::new();
-        let parser_pool = ParserPool::new(
-            p.parser_workers,
-            p.chunk_bytes,
-            routes.clone(),
-            writer_mailbox.clone(),
-        );
-        let progress = parser_pool.progress();
-        let parser = ParserPool::start_in_arbiter(&ingest_arbiter.handle(), move |_| parser_pool);
+        let progress = Arc::new(Progress::default());
+        let parser = {
+            let (workers, chunk, routes, writer, progress, faults) = (
+                p.parser_workers,
+                p.chunk_bytes,
+                routes.clone(),
+                writer_mailbox.clone(),
+                progress.clone(),
+                faults.clone(),
+            );
+            tree.spawn(
+                ingest,
+                &ingest_arbiter.handle(),
+                "parser",
+                "parser",
+                RestartType::Permanent,
+                move |beat| {
+                    ParserPool::new(workers, chunk, routes, writer, progress, beat, faults)
+                },
+            )
+        };
         let parser_mailbox = Mailbox::new(
             "watcher_to_parser",
             parser.clone(),
@@ -197,14 +298,21 @@ impl App {
             .iter()
             .map(|s| {
                 let shards = routes.get(s.name.as_str()).cloned().unwrap_or_default();
-                let w = FileWatcher::new(
+                let (s, pool, parser, url, faults) = (
                     s.clone(),
                     pool.clone(),
                     parser_mailbox.clone(),
                     db_url.clone(),
-                    shards,
+                    faults.clone(),
                 );
-                FileWatcher::start_in_arbiter(&ingest_arbiter.handle(), move |_| w)
+                tree.spawn(
+                    ingest,
+                    &ingest_arbiter.handle(),
+                    &format!("watcher.{}", s.name),
+                    "watcher",
+                    RestartType::Permanent,
+                    move |_| FileWatcher::new(s, pool, parser, url, shards, faults),
+                )
             })
             .collect();
         arbiters.push(ingest_arbiter);
@@ -216,34 +324,49 @@ impl App {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         )
         .into();
+        // One for one: sinks are independent, and every attempt is recorded in the database as it finishes.
+        let delivery_group = tree.group(root, "delivery", Strategy::OneForOne, intensity);
         let delivery_arbiter = Arbiter::new();
+        {
+            let url = db_url.clone();
+            tree.spawn(
+                delivery_group,
+                &delivery_arbiter.handle(),
+                "reaper",
+                "reaper",
+                RestartType::Permanent,
+                move |beat| {
+                    let pool = crate::db::pool(&url, 2).expect("the database URL was checked");
+                    LeaseReaper::new(pool, Duration::from_secs(1), beat)
+                },
+            );
+        }
         let mut delivery = Vec::new();
         for sink in &settings.sinks {
             let pool = crate::db::pool(&db_url, sink.concurrency.clamp(2, 32))?;
-            let (sink, owner, d, wake) = (
-                sink.clone(),
-                owner.clone(),
-                settings.delivery.clone(),
-                signal.subscribe(),
-            );
-            let clock = clock.clone();
-            delivery.push(DeliveryActor::start_in_arbiter(
+            let config = DeliveryConfig {
+                sink: sink.clone(),
+                pool,
+                owner: owner.clone(),
+                lease: settings.delivery.lease,
+                poll: settings.delivery.poll_interval,
+                claim_batch: settings.delivery.claim_batch,
+                clock: clock.clone(),
+                wake: signal.subscribe(),
+                beat: Default::default(),
+                faults: faults.clone(),
+            };
+            delivery.push(tree.spawn(
+                delivery_group,
                 &delivery_arbiter.handle(),
-                move |_| {
-                    DeliveryActor::new(DeliveryConfig {
-                        sink,
-                        pool,
-                        owner,
-                        lease: d.lease,
-                        poll: d.poll_interval,
-                        claim_batch: d.claim_batch,
-                        clock,
-                        wake,
-                    })
-                },
+                &format!("delivery.{}", sink.name),
+                "delivery",
+                RestartType::Permanent,
+                move |beat| DeliveryActor::new(DeliveryConfig { beat, ..config }),
             ));
         }
         arbiters.push(delivery_arbiter);
+        let supervisor = tree.start();
 
         let _ = admin_state.pipeline.set(PipelineView {
             db_url: db_url.clone(),
@@ -258,7 +381,8 @@ impl App {
             settings,
             db_url,
             health,
-            admin,
+            admin: admin_handle,
+            supervisor,
             watchers,
             parser,
             progress,
@@ -275,22 +399,25 @@ impl App {
     /// Stops every actor and arbiter. Work not committed is redone by the next start.
     pub async fn stop(mut self) {
         self.health.draining.store(true, Ordering::Relaxed);
-        // Last started, first stopped: intake before the stages behind it.
+        // Last started, first stopped, each within its timeout: delivery drains the attempts in flight, then
+        // intake stops before the stages behind it (the snapshot in flight is rolled back and resumed at the next
+        // start), and the admin server goes last.
+        let timeout = self.settings.supervision.shutdown_timeout;
+        if let Err(e) = self.supervisor.send(Shutdown { timeout }).await {
+            tracing::warn!(error = %e, "supervisor unavailable; stopping the arbiters directly");
+        }
         for a in self.arbiters.drain(..).rev() {
             a.stop();
             let _ = a.join();
         }
         // Attempts cut short by the stop: their rows go back to `available` now rather than when the lease expires.
         match crate::db::connect(&self.db_url).await {
-            Ok(c) => match crate::delivery::outbox::release(&c, &self.owner).await {
+            Ok(c) => match crate::delivery::outbox::release(&c, &self.owner, None).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "released deliveries held by this process"),
                 Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
             },
             Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
-        }
-        if let Some(mut admin) = self.admin.take() {
-            admin.stop();
         }
     }
 }

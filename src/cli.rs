@@ -1,6 +1,6 @@
 //! The long-running commands: `sluice run` and `sluice migrate`.
 
-use crate::app::{App, Database, EMBEDDED_DB};
+use crate::app::{App, Database, StartOptions, EMBEDDED_DB};
 use crate::config::Settings;
 use anyhow::Context;
 
@@ -21,7 +21,11 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 /// `sluice run`: the service, until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let db = Database::resolve(&settings, EMBEDDED_DB).await?;
-    let app = match App::start(settings, db.url.clone(), true).await {
+    let options = StartOptions {
+        faults: faults_from_env()?,
+        ..StartOptions::new(true)
+    };
+    let app = match App::start_with(settings, db.url.clone(), options).await {
         Ok(app) => app,
         Err(e) => {
             db.stop();
@@ -36,6 +40,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     db.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A fault plan from `SLUICE_FAULTS` (builds with the `fault-injection` feature only, i.e. tests).
+#[cfg(feature = "fault-injection")]
+fn faults_from_env() -> anyhow::Result<crate::faults::Faults> {
+    match std::env::var("SLUICE_FAULTS") {
+        Ok(text) => crate::faults::Faults::parse(&text)
+            .map_err(|e| anyhow::anyhow!("SLUICE_FAULTS: {e}")),
+        Err(_) => Ok(Default::default()),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn faults_from_env() -> anyhow::Result<crate::faults::Faults> {
+    Ok(Default::default())
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

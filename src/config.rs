@@ -46,10 +46,27 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub pipeline: PipelineSettings,
     pub delivery: DeliverySettings,
+    pub supervision: SupervisionSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
     #[serde(default)]
     pub sinks: Vec<SinkSettings>,
+}
+
+/// The supervision tree's limits (SPEC §2): restart intensity, shutdown and the stuck-message deadline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// More than this many restarts within `restart_period` and a supervisor gives up and escalates.
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub restart_period: Duration,
+    /// How long each actor gets to stop on shutdown (delivery: to finish the attempts in flight).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// An actor busy with one message for longer than this is restarted.
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -455,9 +472,9 @@ fn figment(sources: &ConfigSources) -> Result<Figment, ConfigError> {
         f = f.merge(Named("overrides", Toml::string(toml)));
     }
     if sources.env {
-        // SLUICE_LOG and SLUICE_LOG_FORMAT set logging, not configuration.
+        // SLUICE_LOG and SLUICE_LOG_FORMAT set logging, SLUICE_FAULTS test faults: not configuration.
         let config_vars = Env::prefixed("SLUICE_")
-            .ignore(&["LOG", "LOG_FORMAT"])
+            .ignore(&["LOG", "LOG_FORMAT", "FAULTS"])
             .split("__");
         f = f.merge(config_vars).merge(
             Env::raw()

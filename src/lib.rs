@@ -28,7 +28,6 @@ pub mod delivery;
 pub mod demo;
 pub mod error;
 pub mod fake_api;
-#[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod gen;
 pub mod ledger;
@@ -38,6 +37,7 @@ pub mod parse;
 pub mod parser_pool;
 pub mod sinks;
 pub mod snapshot;
+pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod watcher;

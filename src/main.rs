@@ -37,6 +37,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Panics are reported by location (and literal message) only: a formatted message may hold a field value.
+    sluice::supervisor::install_panic_hook(true);
     // The demo prints its own progress; its logs are for problems only unless asked for.
     sluice::telemetry::init_logging(if matches!(cli.command, Command::Demo(_)) {
         "warn"

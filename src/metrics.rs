@@ -28,3 +28,6 @@ pub const SINK_PAUSED: &str = "sluice_sink_paused";
 
 /// Buckets of the snapshot duration histogram, in seconds.
 pub const SNAPSHOT_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Counter: restarts by the supervisor, by actor kind (`watcher`, `parser`, `dedupe`, `writer`, `delivery`,
+/// `reaper`, `admin`).
+pub const ACTOR_RESTARTS: &str = "sluice_actor_restarts_total";

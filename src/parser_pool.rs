@@ -13,6 +13,8 @@ use crate::mailbox::{EdgeSender, Mailbox};
 use crate::parse::{ParsedChunk, ParsedRow};
 use crate::snapshot::{shard_of, Counts, Snapshot};
 use crate::writer::{BeginFile, EventLogWriter, Finalize, MarkDuplicate, RecordSha, WriteRejects};
+use crate::faults::Faults;
+use crate::supervisor::Beat;
 use actix::prelude::*;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Serialize;
@@ -74,6 +76,8 @@ pub struct ParserPool {
     writer: Mailbox<EventLogWriter>,
     progress: Arc<Progress>,
     snapshots: Arc<AtomicU64>,
+    beat: Beat,
+    faults: Faults,
 }
 
 impl ParserPool {
@@ -82,13 +86,18 @@ impl ParserPool {
         chunk_bytes: usize,
         routes: Routes,
         writer: Mailbox<EventLogWriter>,
+        progress: Arc<Progress>,
+        beat: Beat,
+        faults: Faults,
     ) -> Self {
         ParserPool {
+            beat,
+            faults,
             workers,
             chunk_bytes,
             routes: Arc::new(routes),
             writer,
-            progress: Arc::default(),
+            progress,
             snapshots: Arc::default(),
         }
     }
@@ -100,6 +109,14 @@ impl ParserPool {
 
 impl Actor for ParserPool {
     type Context = Context<Self>;
+}
+
+impl Supervised for ParserPool {
+    /// A restart drops the snapshot in flight (the watcher takes its file again); parsing threads still running
+    /// finish on their own and their results are dropped.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.progress.file_id.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Ingest one admitted snapshot; answers when it is committed (or found to be a duplicate).
@@ -124,10 +141,13 @@ impl Handler<Ingest> for ParserPool {
             workers: self.workers,
             chunk_bytes: self.chunk_bytes,
             progress: self.progress.clone(),
+            faults: self.faults.clone(),
         };
         let snapshots = self.snapshots.clone();
+        let busy = self.beat.busy();
         AtomicResponse::new(Box::pin(
             async move {
+                let _busy = busy;
                 let shards = job.shards.clone();
                 let result = job.run().await;
                 if result.is_err() {
@@ -150,6 +170,7 @@ struct IngestJob {
     workers: usize,
     chunk_bytes: usize,
     progress: Arc<Progress>,
+    faults: Faults,
 }
 
 /// A chunk of whole lines and where it sits in the file. Line numbers are not known yet (counting them is left
@@ -230,8 +251,13 @@ impl IngestJob {
             let Some(parsed) = parsing.next().await else {
                 break;
             };
-            let (mut parsed, lines): (ParsedChunk, u64) =
-                parsed.map_err(|e| PipelineError::Parser(format!("parser task failed: {e}")))?;
+            // A panic on a parsing thread is the pool's own: re-raised here, where its supervisor sees it.
+            let (mut parsed, lines): (ParsedChunk, u64) = match parsed {
+                Ok(p) => p,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return Err(PipelineError::Parser(format!("parser task failed: {e}"))),
+            };
+            crate::faults::check(&self.faults, "parser").await;
             for r in &mut parsed.rows {
                 r.line += next_line;
             }

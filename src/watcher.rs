@@ -13,6 +13,7 @@ use crate::mailbox::Mailbox;
 use crate::parse::{HeaderError, Profile};
 use crate::parser_pool::{Ingest, Outcome, ParserPool};
 use crate::snapshot::Snapshot;
+use crate::faults::Faults;
 use actix::prelude::*;
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -96,6 +97,7 @@ pub struct FileWatcher {
     /// The source's dedupe shards: told to rebuild their state whenever the lock is (re)taken, since another
     /// instance may have committed changes meanwhile.
     shards: Vec<Mailbox<DedupeShard>>,
+    faults: Faults,
 }
 
 impl FileWatcher {
@@ -105,8 +107,10 @@ impl FileWatcher {
         parser: Mailbox<ParserPool>,
         db_url: String,
         shards: Vec<Mailbox<DedupeShard>>,
+        faults: Faults,
     ) -> Self {
         FileWatcher {
+            faults,
             lock: None,
             locking: false,
             db_url,
@@ -288,6 +292,7 @@ impl FileWatcher {
             }
             Pending::All => (complete.remove(0), Vec::new()),
         };
+        crate::faults::check_panic(&self.faults, "watcher");
         self.busy = true;
         let job = TakeJob {
             source: self.source.clone(),
@@ -362,6 +367,21 @@ impl Actor for FileWatcher {
         self.watch(ctx);
         ctx.run_interval(self.source.rescan, |act, ctx| act.scan(ctx));
         ctx.notify(Rescan);
+    }
+}
+
+impl Supervised for FileWatcher {
+    /// A restart forgets everything but the files already closed in place: the ingest lock (its connection
+    /// closes, so the shards reload their state when it is taken again), the file in flight (its ledger row stays
+    /// `processing` and is resumed), observations and backoff. `started` then watches and scans afresh.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.lock = None;
+        self.locking = false;
+        self.busy = false;
+        self.retry_at = None;
+        self.failures = 0;
+        self.fs_events = None;
+        self.observed.clear();
     }
 }
 

@@ -11,6 +11,8 @@
 use crate::error::{DbError, FileError, PipelineError};
 use crate::parse::{KeyHash, Reject};
 use crate::snapshot::{Change, ChangeKind, ConflictRow, Counts, Snapshot};
+use crate::faults::Faults;
+use crate::supervisor::Beat;
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use futures_util::pin_mut;
@@ -70,16 +72,26 @@ pub struct EventLogWriter {
     sinks: Arc<[String]>,
     signal: OutboxSignal,
     stats: Arc<WriterStats>,
+    beat: Beat,
+    faults: Faults,
 }
 
 impl EventLogWriter {
-    pub fn new(db_url: String, sinks: Vec<String>, signal: OutboxSignal) -> Self {
+    pub fn new(
+        db_url: String,
+        sinks: Vec<String>,
+        signal: OutboxSignal,
+        beat: Beat,
+        faults: Faults,
+    ) -> Self {
         EventLogWriter {
             db_url,
             client: None,
             sinks: sinks.into(),
             signal,
             stats: Arc::default(),
+            beat,
+            faults,
         }
     }
 
@@ -90,6 +102,14 @@ impl EventLogWriter {
 
 impl Actor for EventLogWriter {
     type Context = Context<Self>;
+}
+
+impl Supervised for EventLogWriter {
+    /// A restart drops the connection: a transaction cut short by the failure is rolled back by PostgreSQL, and
+    /// the snapshot in flight is redone by the watcher (SPEC §2 invariant).
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.client = None;
+    }
 }
 
 /// Connects when needed and prepares the per-connection staging table.
@@ -125,8 +145,10 @@ fn run<T: 'static>(
 ) -> AtomicResponse<EventLogWriter, Result<T, PipelineError>> {
     let url = act.db_url.clone();
     let existing = act.client.take();
+    let busy = act.beat.busy();
     AtomicResponse::new(Box::pin(
         async move {
+            let _busy = busy;
             let mut client = connection(url, existing).await?;
             let out = work(&mut client).await;
             Ok::<_, PipelineError>((client, out))
@@ -432,6 +454,7 @@ impl Handler<WriteChanges> for EventLogWriter {
         let sinks = self.sinks.clone();
         let signal = self.signal.clone();
         let stats = self.stats.clone();
+        let faults = self.faults.clone();
         let WriteChanges {
             snapshot,
             changes,
@@ -443,6 +466,7 @@ impl Handler<WriteChanges> for EventLogWriter {
                 Box::pin(async move {
                     // The batch counts as alive until it is committed.
                     let _alive = _alive;
+                    crate::faults::check(&faults, "writer").await;
                     #[cfg(feature = "fault-injection")]
                     if let Some(d) = crate::faults::writer_delay() {
                         tokio::time::sleep(d).await;

@@ -72,6 +72,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
 /// A running admin server.
 pub struct AdminServer {
     pub addr: SocketAddr,
+    state: AdminState,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -83,7 +84,7 @@ impl AdminServer {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
+        let app = router(state.clone());
         let thread = std::thread::Builder::new()
             .name("sluice-admin".into())
             .spawn(move || {
@@ -110,6 +111,7 @@ impl AdminServer {
         tracing::info!(%addr, "admin server listening");
         Ok(AdminServer {
             addr,
+            state,
             thread: Some(thread),
             shutdown: Some(tx),
         })
@@ -128,5 +130,23 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl crate::supervisor::ThreadChild for AdminServer {
+    fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Serves again on the address it had (an ephemeral port stays the same).
+    fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        *self = AdminServer::start(self.addr, self.state.clone())
+            .map_err(|e| format!("cannot listen on {}: {e}", self.addr))?;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        AdminServer::stop(self);
     }
 }

@@ -13,6 +13,8 @@ use crate::error::{DbError, PipelineError};
 use crate::mailbox::EdgeSender;
 use crate::snapshot::{shard_of, Change, ChangeKind, ConflictRow, Counts, Snapshot};
 use crate::writer::{EventLogWriter, WriteChanges, WriteRemoved};
+use crate::faults::Faults;
+use crate::supervisor::Beat;
 use actix::prelude::*;
 use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
@@ -112,6 +114,8 @@ pub struct DedupeShard {
     /// the next snapshot reloads it first.
     dirty: bool,
     snapshots: u64,
+    beat: Beat,
+    faults: Faults,
 }
 
 impl DedupeShard {
@@ -122,8 +126,12 @@ impl DedupeShard {
         db_url: String,
         writer: EdgeSender<EventLogWriter>,
         writer_batch: usize,
+        beat: Beat,
+        faults: Faults,
     ) -> Self {
         DedupeShard {
+            beat,
+            faults,
             source,
             index,
             shards,
@@ -279,6 +287,18 @@ impl Actor for DedupeShard {
     type Context = Context<Self>;
 }
 
+impl Supervised for DedupeShard {
+    /// A restart forgets the snapshot in flight and the state (which may have run ahead of the database); the
+    /// next snapshot reloads it from `record_state` first.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.in_flight = None;
+        self.state = StateMap::default();
+        self.dirty = true;
+        // A fresh producer handle: failures of the batches cut short stay with the old one.
+        self.writer = self.writer.clone();
+    }
+}
+
 /// Loads the shard's committed state from `record_state`.
 async fn load_state(
     db_url: &str,
@@ -365,6 +385,7 @@ impl Handler<Reload> for DedupeShard {
     type Result = AtomicResponse<Self, Result<usize, PipelineError>>;
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        let busy = self.beat.busy();
         self.in_flight = None;
         // Until the load succeeds, the next snapshot must load again.
         self.dirty = true;
@@ -376,6 +397,7 @@ impl Handler<Reload> for DedupeShard {
         );
         AtomicResponse::new(Box::pin(
             async move {
+                let _busy = busy;
                 let started = Instant::now();
                 let state = load_state(&url, &source, shards, index).await?;
                 tracing::debug!(source = %source, shard = index, keys = state.len(),
@@ -409,8 +431,10 @@ impl Handler<BeginSnapshot> for DedupeShard {
         }
         let (url, shards, index) = (self.db_url.clone(), self.shards, self.index);
         let reload = self.dirty.then(|| self.source.clone());
+        let busy = self.beat.busy();
         AtomicResponse::new(Box::pin(
             async move {
+                let _busy = busy;
                 let state = match reload {
                     Some(source) => Some(load_state(&url, &source, shards, index).await?),
                     None => None,
@@ -453,6 +477,7 @@ impl Handler<Classify> for DedupeShard {
     type Result = Result<(), PipelineError>;
 
     fn handle(&mut self, msg: Classify, _: &mut Context<Self>) -> Self::Result {
+        crate::faults::check_panic(&self.faults, "dedupe");
         if let Some(fl) = self.in_flight.as_mut() {
             fl.seen.reserve(msg.0.len());
         }
@@ -485,8 +510,10 @@ impl Handler<Barrier> for DedupeShard {
         self.snapshots += 1;
         let writer = self.writer.clone();
         let batch = self.writer_batch;
+        let busy = self.beat.busy();
         AtomicResponse::new(Box::pin(
             async move {
+                let _busy = busy;
                 for chunk in changes.chunks(batch) {
                     writer
                         .send(WriteChanges::new(

@@ -13,12 +13,15 @@
 mod attempt;
 pub mod outbox;
 pub mod policy;
+pub mod reaper;
 
 use crate::clock::SharedClock;
 use crate::config::{SinkKind, SinkSettings};
 use crate::error::DbError;
 use crate::sinks::file::FileSink;
 use crate::sinks::{Answer, EventRecord};
+use crate::faults::Faults;
+use crate::supervisor::Beat;
 use actix::prelude::*;
 use attempt::{Attempted, Target};
 use deadpool_postgres::Pool;
@@ -46,6 +49,8 @@ pub struct SinkControl {
     pub resumes: AtomicU64,
     /// Wakes the delivery loop: a commit, a resume, a changed setting.
     pub wake: Arc<Notify>,
+    /// Shutting down: claim nothing more, finish the attempts in flight.
+    pub draining: AtomicBool,
 }
 
 /// Live counters of a delivery actor.
@@ -72,7 +77,8 @@ pub struct DeliveryDump {
     pub rate_limit: u32,
 }
 
-/// Everything a DeliveryActor needs to start.
+/// Everything a DeliveryActor needs to start (and to start again after a restart).
+#[derive(Clone)]
 pub struct DeliveryConfig {
     pub sink: SinkSettings,
     /// A pool of this actor's own: connections live on the runtime that opened them.
@@ -84,10 +90,16 @@ pub struct DeliveryConfig {
     pub claim_batch: usize,
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
+    pub beat: Beat,
+    pub faults: Faults,
 }
 
 pub struct DeliveryActor {
-    config: Option<DeliveryConfig>,
+    config: DeliveryConfig,
+    /// The delivery loop has ended (drained, or never started).
+    engine_done: bool,
+    /// Started before: leases this process still holds for the sink belong to the loop a restart dropped.
+    restarted: bool,
     name: String,
     kind: SinkKind,
     control: Arc<SinkControl>,
@@ -103,11 +115,14 @@ impl DeliveryActor {
             circuit_open: AtomicBool::new(false),
             resumes: AtomicU64::new(0),
             wake: config.wake.clone(),
+            draining: AtomicBool::new(false),
         });
         DeliveryActor {
             name: config.sink.name.clone(),
             kind: config.sink.kind,
-            config: Some(config),
+            config,
+            engine_done: true,
+            restarted: false,
             control,
             stats: Arc::default(),
         }
@@ -126,11 +141,44 @@ impl Actor for DeliveryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(config) = self.config.take() else {
-            return;
-        };
-        let engine = Engine::new(config, self.control.clone(), self.stats.clone());
-        ctx.spawn(engine.run().into_actor(self));
+        let engine = Engine::new(
+            self.config.clone(),
+            self.control.clone(),
+            self.stats.clone(),
+        );
+        let release = std::mem::replace(&mut self.restarted, true);
+        self.engine_done = false;
+        self.control.draining.store(false, Ordering::Relaxed);
+        ctx.spawn(
+            engine
+                .run(release)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.engine_done = true;
+                    ctx.stop();
+                }),
+        );
+    }
+
+    /// Drains on shutdown: the loop claims nothing more and the actor stops once the attempts in flight have
+    /// finished (the supervisor's shutdown timeout bounds the wait).
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        if self.engine_done {
+            return Running::Stop;
+        }
+        if !self.control.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(sink = %self.name, "draining: finishing the attempts in flight");
+            self.control.wake.notify_one();
+        }
+        Running::Continue
+    }
+}
+
+impl Supervised for DeliveryActor {
+    /// The loop a failure cut short is dropped with its attempts; `started` runs a new one, which first returns
+    /// the leases of those attempts to `available` (each is retried under the same idempotency key).
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.stats.in_flight.store(0, Ordering::Relaxed);
     }
 }
 
@@ -158,8 +206,9 @@ struct Engine {
     circuit: Circuit,
     pause: PauseWindow,
     limiter: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
-    last_reap: Option<Instant>,
     resumes_seen: u64,
+    beat: Beat,
+    faults: Faults,
 }
 
 impl Engine {
@@ -185,14 +234,25 @@ impl Engine {
             stats,
             http,
             limiter: None,
-            last_reap: None,
             resumes_seen: 0,
+            beat: c.beat,
+            faults: c.faults,
         }
     }
 
-    async fn run(mut self) {
+    /// The loop; with `release`, first returns the leases an earlier loop of this process left behind.
+    async fn run(mut self, mut release: bool) {
         let mut failures = 0u32;
         loop {
+            if self.control.draining.load(Ordering::Relaxed) {
+                return;
+            }
+            if release {
+                match self.release_own().await {
+                    Ok(()) => release = false,
+                    Err(e) => tracing::warn!(sink = %self.sink.name, error = %e, "cannot release leases yet"),
+                }
+            }
             self.stats.rounds.fetch_add(1, Ordering::Relaxed);
             let next = match self.round().await {
                 Ok(next) => {
@@ -232,18 +292,18 @@ impl Engine {
         self.limiter.as_ref().map(|(_, l)| l.clone())
     }
 
-    async fn round(&mut self) -> Result<Next, DbError> {
-        let mut c = self.pool.get().await?;
-        if self
-            .last_reap
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-        {
-            let n = outbox::reap_expired(&c).await?;
-            if n > 0 {
-                tracing::info!(sink = %self.sink.name, rows = n, "expired leases returned to available");
-            }
-            self.last_reap = Some(Instant::now());
+    async fn release_own(&self) -> Result<(), DbError> {
+        let c = self.pool.get().await?;
+        let n = outbox::release(&c, &self.owner, Some(&self.sink.name)).await?;
+        if n > 0 {
+            tracing::info!(sink = %self.sink.name, rows = n, "restarted: attempts cut short are available again");
         }
+        Ok(())
+    }
+
+    async fn round(&mut self) -> Result<Next, DbError> {
+        let _busy = self.beat.busy();
+        let mut c = self.pool.get().await?;
         if self.control.paused.load(Ordering::Relaxed) {
             return Ok(Next::Wait(self.poll));
         }
@@ -281,6 +341,7 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(Next::Wait(self.poll));
         }
+        crate::faults::check(&self.faults, "delivery").await;
         self.stats
             .in_flight
             .store(claimed.len() as u64, Ordering::Relaxed);

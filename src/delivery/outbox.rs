@@ -265,12 +265,16 @@ pub async fn redrive_dead(c: &tokio_postgres::Client, sink: Option<&str>) -> Res
 /// Returns every delivery `owner` still holds to `available`, not counting the interrupted attempt (used when the
 /// process stops: the rows need not wait for their leases to expire). A request that did reach the sink is
 /// recognised there by its idempotency key when it is sent again.
-pub async fn release(c: &tokio_postgres::Client, owner: &str) -> Result<u64, DbError> {
+pub async fn release(
+    c: &tokio_postgres::Client,
+    owner: &str,
+    sink: Option<&str>,
+) -> Result<u64, DbError> {
     c.execute(
         "UPDATE deliveries SET state = 'available', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
                 lease_expires_at = NULL, updated_at = now()
-          WHERE lease_owner = $1 AND state = 'executing'",
-        &[&owner],
+          WHERE lease_owner = $1 AND state = 'executing' AND ($2::text IS NULL OR sink = $2)",
+        &[&owner, &sink],
     )
     .await
     .map_err(q("releasing leases"))
