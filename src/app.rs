@@ -8,7 +8,7 @@ use crate::admin::{AdminServer, AdminState, Health, PipelineView};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
-use crate::dedupe::DedupeShard;
+use crate::dedupe::{DedupeShard, ShardSpec};
 use crate::delivery::reaper::LeaseReaper;
 use crate::delivery::{DeliveryActor, DeliveryConfig};
 use crate::faults::Faults;
@@ -178,9 +178,9 @@ impl App {
         let admin_state = AdminState::new(health.clone());
         let admin = if admin {
             Some(
-                AdminServer::start(settings.admin.listen, admin_state.clone()).with_context(|| {
-                    format!("cannot listen on admin.listen = {}", settings.admin.listen)
-                })?,
+                AdminServer::start(settings.admin.listen, admin_state.clone()).with_context(
+                    || format!("cannot listen on admin.listen = {}", settings.admin.listen),
+                )?,
             )
         } else {
             None
@@ -237,21 +237,22 @@ impl App {
             let mut shards = Vec::new();
             for index in 0..p.shards {
                 let arbiter = Arbiter::new();
-                let (url, name2, w, batch, n, faults) = (
-                    db_url.clone(),
-                    name.clone(),
-                    writer_mailbox.sender(),
-                    p.writer_batch,
-                    p.shards,
-                    faults.clone(),
-                );
+                let spec = ShardSpec {
+                    source: name.clone(),
+                    index,
+                    shards: p.shards,
+                    db_url: db_url.clone(),
+                    writer: writer_mailbox.sender(),
+                    writer_batch: p.writer_batch,
+                };
+                let faults = faults.clone();
                 let addr = tree.spawn(
                     ingest,
                     &arbiter.handle(),
                     &format!("dedupe.{name}.{index}"),
                     "dedupe",
                     RestartType::Permanent,
-                    move |beat| DedupeShard::new(name2, index, n, url, w, batch, beat, faults),
+                    move |beat| DedupeShard::new(spec, beat, faults),
                 );
                 arbiters.push(arbiter);
                 let mailbox = Mailbox::new("parser_to_dedupe", addr, p.edges.parser_to_dedupe);
@@ -280,9 +281,7 @@ impl App {
                 "parser",
                 "parser",
                 RestartType::Permanent,
-                move |beat| {
-                    ParserPool::new(workers, chunk, routes, writer, progress, beat, faults)
-                },
+                move |beat| ParserPool::new(workers, chunk, routes, writer, progress, beat, faults),
             )
         };
         let parser_mailbox = Mailbox::new(

@@ -46,8 +46,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 #[cfg(feature = "fault-injection")]
 fn faults_from_env() -> anyhow::Result<crate::faults::Faults> {
     match std::env::var("SLUICE_FAULTS") {
-        Ok(text) => crate::faults::Faults::parse(&text)
-            .map_err(|e| anyhow::anyhow!("SLUICE_FAULTS: {e}")),
+        Ok(text) => {
+            crate::faults::Faults::parse(&text).map_err(|e| anyhow::anyhow!("SLUICE_FAULTS: {e}"))
+        }
         Err(_) => Ok(Default::default()),
     }
 }

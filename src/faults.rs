@@ -39,7 +39,10 @@ mod plan {
 
     impl Faults {
         fn add(self, point: &'static str, action: Action, at: u64) -> Self {
-            assert!(super::POINTS.contains(&point), "unknown fault point {point}");
+            assert!(
+                super::POINTS.contains(&point),
+                "unknown fault point {point}"
+            );
             self.inner
                 .lock()
                 .expect("faults")
@@ -70,13 +73,14 @@ mod plan {
                 let [point, action, at] = parts[..] else {
                     return Err(format!("`{item}`: expected point:action:n"));
                 };
-                let point = super::POINTS
-                    .iter()
-                    .find(|p| **p == point)
-                    .ok_or_else(|| format!("`{item}`: unknown point (one of {:?})", super::POINTS))?;
+                let point = super::POINTS.iter().find(|p| **p == point).ok_or_else(|| {
+                    format!("`{item}`: unknown point (one of {:?})", super::POINTS)
+                })?;
                 let at = match at {
                     "every" => 0,
-                    n => n.parse().map_err(|_| format!("`{item}`: bad batch number"))?,
+                    n => n
+                        .parse()
+                        .map_err(|_| format!("`{item}`: bad batch number"))?,
                 };
                 faults = match action {
                     "panic" => faults.add(point, Action::Panic, at),

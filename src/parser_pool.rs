@@ -9,12 +9,12 @@
 
 use crate::dedupe::{Abort, Barrier, BeginSnapshot, Classify, DedupeShard};
 use crate::error::{FileError, PipelineError};
+use crate::faults::Faults;
 use crate::mailbox::{EdgeSender, Mailbox};
 use crate::parse::{ParsedChunk, ParsedRow};
 use crate::snapshot::{shard_of, Counts, Snapshot};
-use crate::writer::{BeginFile, EventLogWriter, Finalize, MarkDuplicate, RecordSha, WriteRejects};
-use crate::faults::Faults;
 use crate::supervisor::Beat;
+use crate::writer::{BeginFile, EventLogWriter, Finalize, MarkDuplicate, RecordSha, WriteRejects};
 use actix::prelude::*;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Serialize;
@@ -142,12 +142,11 @@ impl Handler<Ingest> for ParserPool {
             chunk_bytes: self.chunk_bytes,
             progress: self.progress.clone(),
             faults: self.faults.clone(),
+            beat: self.beat.clone(),
         };
         let snapshots = self.snapshots.clone();
-        let busy = self.beat.busy();
         AtomicResponse::new(Box::pin(
             async move {
-                let _busy = busy;
                 let shards = job.shards.clone();
                 let result = job.run().await;
                 if result.is_err() {
@@ -171,6 +170,9 @@ struct IngestJob {
     chunk_bytes: usize,
     progress: Arc<Progress>,
     faults: Faults,
+    /// Busy only while waiting for its own reading and parsing: time spent waiting for room downstream is the
+    /// downstream actor's (the heartbeat must blame the actor that is stuck, not the ones queued behind it).
+    beat: Beat,
 }
 
 /// A chunk of whole lines and where it sits in the file. Line numbers are not known yet (counting them is left
@@ -233,7 +235,10 @@ impl IngestJob {
         loop {
             // Keep up to `workers` chunks parsing; take results in file order.
             while !reader_done && parsing.len() < self.workers {
-                match rx.recv().await {
+                let busy = self.beat.busy();
+                let chunk = rx.recv().await;
+                drop(busy);
+                match chunk {
                     Some(chunk) => {
                         let layout = s.layout.clone();
                         parsing.push_back(tokio::task::spawn_blocking(move || {
@@ -248,7 +253,10 @@ impl IngestJob {
                     None => reader_done = true,
                 }
             }
-            let Some(parsed) = parsing.next().await else {
+            let busy = self.beat.busy();
+            let parsed = parsing.next().await;
+            drop(busy);
+            let Some(parsed) = parsed else {
                 break;
             };
             // A panic on a parsing thread is the pool's own: re-raised here, where its supervisor sees it.
@@ -295,9 +303,11 @@ impl IngestJob {
                     rows_per_s = rate as u64, "ingesting");
             }
         }
-        let sha256 = reader
-            .await
-            .map_err(|e| PipelineError::Parser(format!("reader task failed: {e}")))??;
+        let busy = self.beat.busy();
+        let sha256 = reader.await;
+        drop(busy);
+        let sha256 =
+            sha256.map_err(|e| PipelineError::Parser(format!("reader task failed: {e}")))??;
 
         for t in &senders {
             t.flush().await?;

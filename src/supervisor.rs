@@ -157,7 +157,10 @@ impl Cell {
     }
 
     pub fn last_exit(&self) -> Option<String> {
-        self.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_last_exit(&self, reason: String) {
@@ -271,7 +274,9 @@ impl<A: Actor<Context = Context<A>> + Supervised> Future for Runner<A> {
                     return Poll::Ready(());
                 }
                 Ok(Poll::Ready(())) => this.park(false, "stopped by itself".into()),
-                Err(payload) => this.park(true, describe_panic(payload.as_ref(), "handling a message")),
+                Err(payload) => {
+                    this.park(true, describe_panic(payload.as_ref(), "handling a message"))
+                }
             }
             // Parked: a command may already be waiting (checked at the top of the loop).
         }
@@ -609,10 +614,7 @@ impl Supervisor {
             return;
         }
         let siblings = self.groups[g].children.clone();
-        let position = siblings
-            .iter()
-            .position(|c| same(*c, child))
-            .unwrap_or(0);
+        let position = siblings.iter().position(|c| same(*c, child)).unwrap_or(0);
         let chosen: Vec<Child> = match self.groups[g].strategy {
             Strategy::OneForOne => vec![child],
             Strategy::OneForAll => siblings,
@@ -630,7 +632,8 @@ impl Supervisor {
             Child::Actor(i) => {
                 let cell = &self.cells[i].0;
                 cell.restarts.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => cell.kind).increment(1);
+                metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => cell.kind)
+                    .increment(1);
                 cell.command(Command::Restart);
             }
             Child::Thread(i) => {

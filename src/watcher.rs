@@ -8,12 +8,12 @@
 use crate::config::{Pending, SourceSettings};
 use crate::dedupe::{DedupeShard, Reload};
 use crate::error::PipelineError;
+use crate::faults::Faults;
 use crate::ledger;
 use crate::mailbox::Mailbox;
 use crate::parse::{HeaderError, Profile};
 use crate::parser_pool::{Ingest, Outcome, ParserPool};
 use crate::snapshot::Snapshot;
-use crate::faults::Faults;
 use actix::prelude::*;
 use deadpool_postgres::Pool;
 use serde::Serialize;

@@ -9,9 +9,9 @@
 //! `UNIQUE (source, key_hash, version)` constraint refuses a second emission outright.
 
 use crate::error::{DbError, FileError, PipelineError};
+use crate::faults::Faults;
 use crate::parse::{KeyHash, Reject};
 use crate::snapshot::{Change, ChangeKind, ConflictRow, Counts, Snapshot};
-use crate::faults::Faults;
 use crate::supervisor::Beat;
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;

@@ -10,11 +10,11 @@
 pub mod state;
 
 use crate::error::{DbError, PipelineError};
+use crate::faults::Faults;
 use crate::mailbox::EdgeSender;
 use crate::snapshot::{shard_of, Change, ChangeKind, ConflictRow, Counts, Snapshot};
-use crate::writer::{EventLogWriter, WriteChanges, WriteRemoved};
-use crate::faults::Faults;
 use crate::supervisor::Beat;
+use crate::writer::{EventLogWriter, WriteChanges, WriteRemoved};
 use actix::prelude::*;
 use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
@@ -118,17 +118,27 @@ pub struct DedupeShard {
     faults: Faults,
 }
 
+/// Which keys a shard owns and where it reads and writes them.
+pub struct ShardSpec {
+    pub source: Arc<str>,
+    pub index: usize,
+    pub shards: usize,
+    pub db_url: String,
+    pub writer: EdgeSender<EventLogWriter>,
+    /// Changes per `WriteChanges` batch.
+    pub writer_batch: usize,
+}
+
 impl DedupeShard {
-    pub fn new(
-        source: Arc<str>,
-        index: usize,
-        shards: usize,
-        db_url: String,
-        writer: EdgeSender<EventLogWriter>,
-        writer_batch: usize,
-        beat: Beat,
-        faults: Faults,
-    ) -> Self {
+    pub fn new(spec: ShardSpec, beat: Beat, faults: Faults) -> Self {
+        let ShardSpec {
+            source,
+            index,
+            shards,
+            db_url,
+            writer,
+            writer_batch,
+        } = spec;
         DedupeShard {
             beat,
             faults,
@@ -510,10 +520,9 @@ impl Handler<Barrier> for DedupeShard {
         self.snapshots += 1;
         let writer = self.writer.clone();
         let batch = self.writer_batch;
-        let busy = self.beat.busy();
+        // No heartbeat here: from now on the shard only waits for the writer (whose own heartbeat covers it).
         AtomicResponse::new(Box::pin(
             async move {
-                let _busy = busy;
                 for chunk in changes.chunks(batch) {
                     writer
                         .send(WriteChanges::new(

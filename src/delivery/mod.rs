@@ -18,9 +18,9 @@ pub mod reaper;
 use crate::clock::SharedClock;
 use crate::config::{SinkKind, SinkSettings};
 use crate::error::DbError;
+use crate::faults::Faults;
 use crate::sinks::file::FileSink;
 use crate::sinks::{Answer, EventRecord};
-use crate::faults::Faults;
 use crate::supervisor::Beat;
 use actix::prelude::*;
 use attempt::{Attempted, Target};
@@ -149,15 +149,10 @@ impl Actor for DeliveryActor {
         let release = std::mem::replace(&mut self.restarted, true);
         self.engine_done = false;
         self.control.draining.store(false, Ordering::Relaxed);
-        ctx.spawn(
-            engine
-                .run(release)
-                .into_actor(self)
-                .map(|_, act, ctx| {
-                    act.engine_done = true;
-                    ctx.stop();
-                }),
-        );
+        ctx.spawn(engine.run(release).into_actor(self).map(|_, act, ctx| {
+            act.engine_done = true;
+            ctx.stop();
+        }));
     }
 
     /// Drains on shutdown: the loop claims nothing more and the actor stops once the attempts in flight have
@@ -250,7 +245,9 @@ impl Engine {
             if release {
                 match self.release_own().await {
                     Ok(()) => release = false,
-                    Err(e) => tracing::warn!(sink = %self.sink.name, error = %e, "cannot release leases yet"),
+                    Err(e) => {
+                        tracing::warn!(sink = %self.sink.name, error = %e, "cannot release leases yet")
+                    }
                 }
             }
             self.stats.rounds.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,8 @@ pub struct Options {
     pub sinks: Option<String>,
     /// The clock delivery uses for retry times.
     pub clock: Option<std::sync::Arc<sluice::clock::ManualClock>>,
+    /// Faults to inject.
+    pub faults: sluice::faults::Faults,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             extra: String::new(),
             sinks: None,
             clock: None,
+            faults: Default::default(),
         }
     }
 }
@@ -51,7 +54,12 @@ pub struct TestApp {
 }
 
 pub fn settings(db: &TestDb, dir: &Path, o: &Options) -> Settings {
-    let toml = format!(
+    Settings::with_overrides(&settings_toml(db, dir, o)).expect("test settings")
+}
+
+/// The test configuration as TOML (for `settings`, or a file for the `sluice` binary).
+pub fn settings_toml(db: &TestDb, dir: &Path, o: &Options) -> String {
+    format!(
         r#"
 data_dir = {data:?}
 [database]
@@ -91,8 +99,7 @@ emit_removed = {emit}
             dir.join("out").display().to_string()
         )),
         extra = o.extra,
-    );
-    Settings::with_overrides(&toml).expect("test settings")
+    )
 }
 
 pub async fn spawn_app(options: Options) -> TestApp {
@@ -115,7 +122,12 @@ async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
         Some(c) => c.clone(),
         None => sluice::clock::system(),
     };
-    App::start_with_clock(settings(db, dir, options), db.url.clone(), false, clock)
+    let start = sluice::app::StartOptions {
+        clock,
+        faults: options.faults.clone(),
+        ..sluice::app::StartOptions::new(false)
+    };
+    App::start_with(settings(db, dir, options), db.url.clone(), start)
         .await
         .expect("app starts")
 }

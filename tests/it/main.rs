@@ -10,3 +10,4 @@ mod ingest;
 mod migrations;
 mod operate;
 mod sinks;
+mod supervision;

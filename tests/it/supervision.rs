@@ -1,0 +1,389 @@
+//! Supervision under injected faults: a panic in any actor kind costs nothing, a stuck message is restarted, an
+//! actor that always fails makes the process exit non-zero, and SIGTERM drains and exits 0.
+
+use crate::app::{
+    assert_ledger, expected_events, gen_args, settings_toml, spawn_app, Options, TestApp,
+};
+use crate::harness::test_db;
+use sluice::fake_api::{FakeApi, FakeApiArgs};
+use sluice::faults::Faults;
+use sluice::supervisor::{DumpTree, TreeNode};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn webhook(api: &FakeApi) -> String {
+    format!(
+        "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nconcurrency = 8\n\
+         timeout = \"5s\"\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
+        api.webhook_url()
+    )
+}
+
+/// Every actor (leaf) of the tree, depth first.
+fn actors(node: &TreeNode) -> Vec<&TreeNode> {
+    if node.children.is_empty() && node.kind != "supervisor" {
+        return vec![node];
+    }
+    node.children.iter().flat_map(actors).collect()
+}
+
+fn group<'a>(node: &'a TreeNode, name: &str) -> &'a TreeNode {
+    node.children
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no {name} in the tree"))
+}
+
+async fn tree(t: &TestApp) -> TreeNode {
+    t.app
+        .as_ref()
+        .expect("running")
+        .supervisor
+        .send(DumpTree)
+        .await
+        .expect("supervisor answers")
+}
+
+/// Ingests a 50k-row snapshot and its successor with a panic injected once into `point` at its `at`-th batch;
+/// asserts the events, the ledger and the deliveries equal the ground truth, and the restart shows in the tree.
+async fn one_panic(point: &'static str, at: u64) {
+    let api = FakeApi::start(FakeApiArgs::default()).expect("fake API");
+    let t = spawn_app(Options {
+        sinks: Some(webhook(&api)),
+        faults: Faults::default().panic_at(point, at),
+        ..Options::default()
+    })
+    .await;
+    let (s0, truth0) = t.generate(gen_args(&t.path("g0"), 50_000, 41, None));
+    let row0 = t.ingest(&s0, "S0.TXT").await;
+    assert_eq!(row0.status, "done", "{row0:?}");
+    assert_ledger(&row0, &truth0);
+    assert_eq!(t.events_of(row0.id).await, expected_events(&truth0));
+    let (s1, truth1) = t.generate(gen_args(&t.path("g1"), 50_000, 42, Some(&s0)));
+    let row1 = t.ingest(&s1, "S1.TXT").await;
+    assert_eq!(row1.status, "done", "{row1:?}");
+    assert_ledger(&row1, &truth1);
+    assert_eq!(t.events_of(row1.id).await, expected_events(&truth1));
+
+    let events = t.count("SELECT count(*) FROM events").await;
+    let completed = t.wait_delivered().await;
+    // A change of S1 supersedes its key's S0 delivery when that one has not gone out yet.
+    let superseded = t
+        .count("SELECT count(*) FROM deliveries WHERE state = 'superseded'")
+        .await;
+    assert_eq!(
+        completed + superseded,
+        events,
+        "every event's delivery closed"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM deliveries WHERE state NOT IN ('completed', 'superseded')")
+            .await,
+        0
+    );
+    let received = api.received();
+    assert_eq!(
+        received.changes.len() as i64,
+        completed,
+        "the API applied every delivered change"
+    );
+    assert_eq!(received.changes_applied_twice(), 0);
+
+    let tree = tree(&t).await;
+    let failed: Vec<_> = actors(&tree)
+        .into_iter()
+        .filter(|a| a.kind == point)
+        .filter(|a| {
+            a.last_exit
+                .as_deref()
+                .is_some_and(|e| e.contains("injected fault"))
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "one {point} failed: {tree:#?}");
+    assert!(failed[0].restarts >= 1, "{tree:#?}");
+    if point == "delivery" {
+        // One for one: ingest did not restart.
+        assert!(
+            actors(group(&tree, "ingest"))
+                .iter()
+                .all(|a| a.restarts == 0),
+            "{tree:#?}"
+        );
+    } else {
+        // One for all: every ingest actor restarted with it; delivery did not.
+        assert!(
+            actors(group(&tree, "ingest"))
+                .iter()
+                .all(|a| a.restarts >= 1),
+            "{tree:#?}"
+        );
+        assert!(
+            actors(group(&tree, "delivery"))
+                .iter()
+                .all(|a| a.restarts == 0),
+            "{tree:#?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_panic_in_the_watcher_loses_nothing() {
+    one_panic("watcher", 1).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_in_the_parser_loses_nothing() {
+    one_panic("parser", 20).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_in_a_dedupe_shard_loses_nothing() {
+    one_panic("dedupe", 40).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_in_the_writer_loses_nothing() {
+    one_panic("writer", 12).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_in_delivery_loses_nothing() {
+    one_panic("delivery", 3).await;
+}
+
+#[actix_rt::test]
+async fn a_message_stuck_past_its_deadline_is_restarted() {
+    let t = spawn_app(Options {
+        faults: Faults::default().hang_at("writer", 3),
+        extra:
+            "[supervision]\nmax_restarts = 5\nrestart_period = \"60s\"\nshutdown_timeout = \"5s\"\n\
+                stuck_after = \"2s\"\n"
+                .into(),
+        ..Options::default()
+    })
+    .await;
+    let (s0, truth) = t.generate(gen_args(&t.path("g0"), 20_000, 43, None));
+    let row = t.ingest(&s0, "S0.TXT").await;
+    assert_eq!(row.status, "done", "{row:?}");
+    assert_ledger(&row, &truth);
+    assert_eq!(t.events_of(row.id).await, expected_events(&truth));
+    let tree = tree(&t).await;
+    let writer = actors(&tree)
+        .into_iter()
+        .find(|a| a.kind == "writer")
+        .unwrap();
+    assert!(writer.restarts >= 1, "{tree:#?}");
+    assert!(
+        writer
+            .last_exit
+            .as_deref()
+            .is_some_and(|e| e.starts_with("stuck")),
+        "{tree:#?}"
+    );
+}
+
+/// A `sluice run` process on the test's configuration.
+struct Service {
+    child: Child,
+}
+
+impl Service {
+    fn start(config: &std::path::Path, faults: &str) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SLUICE_FAULTS", faults)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        Service { child }
+    }
+
+    /// Waits for the process to exit; its status and everything it wrote.
+    fn wait(mut self, patience: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let mut out = String::new();
+                for pipe in [
+                    self.child
+                        .stdout
+                        .take()
+                        .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+                    self.child
+                        .stderr
+                        .take()
+                        .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let mut pipe = pipe;
+                    let _ = pipe.read_to_string(&mut out);
+                }
+                return (status, out);
+            }
+            assert!(Instant::now() < deadline, "sluice did not exit in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+use std::io::Read as _;
+
+#[actix_rt::test]
+async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
+    let db = test_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        extra:
+            "[supervision]\nmax_restarts = 2\nrestart_period = \"60s\"\nshutdown_timeout = \"5s\"\n\
+                stuck_after = \"10m\"\n"
+                .into(),
+        ..Options::default()
+    };
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, settings_toml(&db, dir.path(), &options)).unwrap();
+    let summary =
+        sluice::gen::generate(&gen_args(&dir.path().join("g0"), 2_000, 44, None)).unwrap();
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
+
+    let service = Service::start(&config, "writer:panic:every");
+    let (status, out) = tokio::task::spawn_blocking(move || service.wait(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(sluice::supervisor::GAVE_UP_EXIT_CODE),
+        "{out}"
+    );
+    assert!(out.contains("supervision gave up"), "{out}");
+    assert!(out.contains("ingest gave up"), "{out}");
+}
+
+#[actix_rt::test]
+async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work() {
+    let api = FakeApi::start(FakeApiArgs::default()).expect("fake API");
+    let db = test_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sinks: Some(webhook(&api)),
+        writer_batch: 500,
+        extra:
+            "[supervision]\nmax_restarts = 5\nrestart_period = \"60s\"\nshutdown_timeout = \"5s\"\n\
+                stuck_after = \"10m\"\n"
+                .into(),
+        ..Options::default()
+    };
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, settings_toml(&db, dir.path(), &options)).unwrap();
+    let summary =
+        sluice::gen::generate(&gen_args(&dir.path().join("g0"), 100_000, 45, None)).unwrap();
+    let truth = sluice::gen::GroundTruth::load(&summary.truth_path).unwrap();
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
+
+    let client = db.client().await;
+    let service = Service::start(&config, "");
+    // Wait until the snapshot is under way: some of its events committed, not all.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot never started committing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    service.signal(libc::SIGTERM);
+    let (status, out) = tokio::task::spawn_blocking(move || service.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {out}");
+    // Every child gets 5 s at most; in practice the drain takes well under that.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(
+        client
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE state = 'executing'",
+                &[]
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "nothing left leased after a drain"
+    );
+
+    let service = Service::start(&config, "");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let file = loop {
+        let row = client
+            .query_opt("SELECT id FROM files WHERE status = 'done'", &[])
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get::<_, i64>(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted service did not finish the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pool = sluice::db::pool(&db.url, 1).unwrap();
+    let row = sluice::ledger::get(&pool, file).await.unwrap().unwrap();
+    assert_ledger(&row, &truth);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events as usize, expected_events(&truth).len());
+    loop {
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE state <> 'completed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} deliveries not completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = api.received();
+    assert_eq!(received.changes.len() as i64, events);
+    assert_eq!(received.changes_applied_twice(), 0);
+    drop(service);
+}
