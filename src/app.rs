@@ -4,7 +4,7 @@
 //! every dedupe shard, the EventLogWriter and the delivery actors get arbiters of their own, so that no actor's
 //! work delays another's, and each PostgreSQL-using arbiter opens its own connections.
 
-use crate::admin::{AdminServer, AdminState, Health, PipelineView};
+use crate::admin::{ActorView, Actors, AdminServer, AdminState, Health, PipelineView, Probe};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
@@ -230,6 +230,15 @@ impl App {
         let writer_mailbox =
             Mailbox::new("dedupe_to_writer", writer.clone(), p.edges.dedupe_to_writer);
         edges.push(writer_mailbox.stats());
+        let mut actors = Actors::new();
+        let mut view = |name: &str, probe: Probe, inbox: Option<Arc<EdgeStats>>| {
+            actors.insert(name.to_string(), ActorView { probe, inbox });
+        };
+        view(
+            "writer",
+            Probe::Writer(writer.clone()),
+            Some(writer_mailbox.stats()),
+        );
 
         let mut routes: Routes = Default::default();
         for source in &settings.sources {
@@ -246,17 +255,20 @@ impl App {
                     writer_batch: p.writer_batch,
                 };
                 let faults = faults.clone();
+                let shard_name = format!("dedupe.{name}.{index}");
                 let addr = tree.spawn(
                     ingest,
                     &arbiter.handle(),
-                    &format!("dedupe.{name}.{index}"),
+                    &shard_name,
                     "dedupe",
                     RestartType::Permanent,
                     move |beat| DedupeShard::new(spec, beat, faults),
                 );
                 arbiters.push(arbiter);
-                let mailbox = Mailbox::new("parser_to_dedupe", addr, p.edges.parser_to_dedupe);
+                let mailbox =
+                    Mailbox::new("parser_to_dedupe", addr.clone(), p.edges.parser_to_dedupe);
                 edges.push(mailbox.stats());
+                view(&shard_name, Probe::Shard(addr), Some(mailbox.stats()));
                 shards.push(mailbox);
             }
             // The state is loaded when the source's watcher takes the ingest lock (before its first file), not
@@ -290,9 +302,14 @@ impl App {
             p.edges.watcher_to_parser,
         );
         edges.push(parser_mailbox.stats());
+        view(
+            "parser",
+            Probe::Parser(progress.clone()),
+            Some(parser_mailbox.stats()),
+        );
 
         let pool = crate::db::pool(&db_url, settings.database.pool_size)?;
-        let watchers = settings
+        let watchers: Vec<Addr<FileWatcher>> = settings
             .sources
             .iter()
             .map(|s| {
@@ -314,6 +331,13 @@ impl App {
                 )
             })
             .collect();
+        for (s, w) in settings.sources.iter().zip(&watchers) {
+            view(
+                &format!("watcher.{}", s.name),
+                Probe::Watcher(w.clone()),
+                None,
+            );
+        }
         arbiters.push(ingest_arbiter);
 
         let owner: Arc<str> = format!(
@@ -365,10 +389,20 @@ impl App {
             ));
         }
         arbiters.push(delivery_arbiter);
+        for (sink, d) in settings.sinks.iter().zip(&delivery) {
+            view(
+                &format!("delivery.{}", sink.name),
+                Probe::Delivery(d.clone()),
+                None,
+            );
+        }
         let supervisor = tree.start();
 
         let _ = admin_state.pipeline.set(PipelineView {
             db_url: db_url.clone(),
+            supervisor: supervisor.clone(),
+            actors,
+            edges: edges.clone(),
         });
         tracing::info!(
             sources = settings.sources.len(),

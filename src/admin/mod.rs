@@ -1,5 +1,8 @@
 //! The admin HTTP server (SPEC §6), on its own thread so that a busy pipeline never delays a health check.
 
+mod actors;
+pub use actors::{ActorView, Actors, Probe};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -45,6 +48,10 @@ impl AdminState {
 #[derive(Clone)]
 pub struct PipelineView {
     pub db_url: String,
+    pub supervisor: actix::Addr<crate::supervisor::Supervisor>,
+    /// Every actor by its name in the supervision tree.
+    pub actors: actors::Actors,
+    pub edges: Vec<Arc<crate::mailbox::EdgeStats>>,
 }
 
 /// Every admin route.
@@ -52,6 +59,7 @@ fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/admin/actors", get(actors::actors))
         .with_state(state)
 }
 

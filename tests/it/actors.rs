@@ -1,0 +1,110 @@
+//! `GET /admin/actors`: the supervision tree with every actor's state, as an operator reads it.
+
+use crate::app::{gen_args, settings, Options};
+use crate::harness::test_db;
+use serde_json::Value;
+use sluice::app::{App, StartOptions};
+
+/// The tree's shape: names, kinds, strategies, statuses and which fields exist, with every number zeroed
+/// (figures move from run to run; the shape must not).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Number(_) => Value::from(0),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "busy_seconds")
+                .map(|(k, v)| (k.clone(), shape(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        other => other.clone(),
+    }
+}
+
+#[actix_rt::test]
+async fn the_actor_dump_shows_the_supervision_tree_with_state_and_no_record_values() {
+    let db = test_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        shards: 2,
+        ..Options::default()
+    };
+    let app = App::start_with(
+        settings(&db, dir.path(), &options),
+        db.url.clone(),
+        StartOptions::new(true),
+    )
+    .await
+    .unwrap();
+    let summary =
+        sluice::gen::generate(&gen_args(&dir.path().join("g0"), 3_000, 51, None)).unwrap();
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT.part")).unwrap();
+    std::fs::rename(
+        dir.path().join("inbox/S0.TXT.part"),
+        dir.path().join("inbox/S0.TXT"),
+    )
+    .unwrap();
+    let client = db.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE state = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = client
+        .query_one("SELECT status FROM files", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(status, "done");
+
+    sluice::tls::install_crypto_provider();
+    let addr = app.admin.as_ref().unwrap().addr;
+    let body = reqwest::get(format!("http://{addr}/admin/actors"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dump: Value = serde_json::from_str(&body).unwrap();
+
+    // The figures an operator looks for are there and add up.
+    let tree = &dump["tree"];
+    let ingest = &tree["children"][1];
+    assert_eq!(ingest["name"], "ingest");
+    let keys: u64 = ingest["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "dedupe")
+        .map(|a| a["state"]["keys"].as_u64().unwrap())
+        .sum();
+    let committed: i64 = client
+        .query_one("SELECT count(*) FROM record_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys as i64, committed, "shards track every committed key");
+    let writer = &ingest["children"][0];
+    assert!(writer["state"]["batches_committed"].as_u64().unwrap() >= 1);
+
+    // No patient key, accession number or name from the snapshot appears.
+    let text = String::from_utf8_lossy(&std::fs::read(&summary.path).unwrap()).into_owned();
+    for line in text.lines().skip(1).take(50) {
+        for field in line.split('|').filter(|f| f.len() >= 6) {
+            assert!(!body.contains(field), "the dump holds a field value");
+        }
+    }
+
+    insta::assert_json_snapshot!("admin_actors_shape", shape(&dump));
+    app.stop().await;
+}
