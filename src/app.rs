@@ -247,6 +247,14 @@ impl App {
 
         let _ = admin_state.pipeline.set(PipelineView {
             db_url: db_url.clone(),
+            token: settings.admin.token.clone(),
+            sinks: sink_names
+                .iter()
+                .cloned()
+                .zip(delivery.iter().cloned())
+                .collect(),
+            progress: progress.clone(),
+            outbox: signal.clone(),
         });
         tracing::info!(
             sources = settings.sources.len(),

@@ -1,4 +1,7 @@
 //! The admin HTTP server (SPEC §6), on its own thread so that a busy pipeline never delays a health check.
+//! Health here; the JSON API (ledger, outbox, sink levers) in [`api`].
+
+pub mod api;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,6 +48,14 @@ impl AdminState {
 #[derive(Clone)]
 pub struct PipelineView {
     pub db_url: String,
+    /// The bearer token mutating calls need (`admin.token`); empty: every mutating call is refused.
+    pub token: crate::config::Secret,
+    /// The delivery actor of each configured sink, in configuration order.
+    pub sinks: Vec<(String, actix::Addr<crate::delivery::DeliveryActor>)>,
+    /// How far the parser is through the file in flight.
+    pub progress: Arc<crate::parser_pool::Progress>,
+    /// Wakes the delivery actors, so that re-driven rows go at once rather than at the next poll.
+    pub outbox: crate::writer::OutboxSignal,
 }
 
 /// Every admin route.
@@ -52,7 +63,8 @@ fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(api::router(state))
 }
 
 async fn healthz() -> &'static str {
@@ -99,6 +111,8 @@ impl AdminServer {
                             return;
                         }
                     };
+                    // The peer's address names who made a mutating call in the log.
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                         let _ = rx.await;
                     });

@@ -11,6 +11,8 @@
 //! until an operator resumes it).
 
 mod attempt;
+pub mod browse;
+pub mod control;
 pub mod outbox;
 pub mod policy;
 
@@ -160,6 +162,8 @@ struct Engine {
     limiter: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
     last_reap: Option<Instant>,
     resumes_seen: u64,
+    /// Whether the operator's persisted pause was read: before the first claim, so a restart never un-pauses.
+    controls_loaded: bool,
 }
 
 impl Engine {
@@ -187,6 +191,7 @@ impl Engine {
             limiter: None,
             last_reap: None,
             resumes_seen: 0,
+            controls_loaded: false,
         }
     }
 
@@ -234,6 +239,15 @@ impl Engine {
 
     async fn round(&mut self) -> Result<Next, DbError> {
         let mut c = self.pool.get().await?;
+        if !self.controls_loaded {
+            if control::load_paused(&c, &self.sink.name).await? {
+                self.control.paused.store(true, Ordering::Relaxed);
+                metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.sink.name.clone())
+                    .set(1.0);
+                tracing::warn!(sink = %self.sink.name, "sink left paused by an operator; resume it to deliver");
+            }
+            self.controls_loaded = true;
+        }
         if self
             .last_reap
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1))

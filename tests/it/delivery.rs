@@ -185,9 +185,13 @@ async fn a_400_is_dead_at_once_and_can_be_redriven() {
             .await
             .unwrap()
             .get(0);
-    assert!(sluice::delivery::outbox::redrive(&t.db.client().await, id)
-        .await
-        .unwrap());
+    assert_eq!(
+        sluice::delivery::outbox::redrive(&t.db.client().await, id)
+            .await
+            .unwrap()
+            .available,
+        1
+    );
     t.wait_count(
         "SELECT count(*) FROM deliveries WHERE state = 'completed'",
         1,
