@@ -2,11 +2,11 @@
 
 use crate::error::DbError;
 use deadpool_postgres::Pool;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 /// One ledger row, as `/admin/files` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRow {
     pub id: i64,
     pub source: String,

@@ -59,6 +59,9 @@ pub async fn report(base: &str) -> anyhow::Result<String> {
             Some(tree) => tree_lines(&mut out, tree, 1),
             None => out.push_str("  (the answer holds no tree)\n"),
         },
+        Err(e) if e.contains(" 404 ") => {
+            out.push_str("  not served by this instance (GET /admin/actors answered 404)\n")
+        }
         Err(e) => {
             let _ = writeln!(out, "  not available: {e}");
         }

@@ -23,6 +23,10 @@ pub struct Options {
     pub sinks: Option<String>,
     /// The clock delivery uses for retry times.
     pub clock: Option<std::sync::Arc<sluice::clock::ManualClock>>,
+    /// Whether the admin server runs (on an ephemeral port).
+    pub admin: bool,
+    /// `admin.token`.
+    pub admin_token: &'static str,
 }
 
 impl Default for Options {
@@ -36,6 +40,8 @@ impl Default for Options {
             extra: String::new(),
             sinks: None,
             clock: None,
+            admin: false,
+            admin_token: "",
         }
     }
 }
@@ -59,6 +65,7 @@ url = {url:?}
 pool_size = 4
 [admin]
 listen = "127.0.0.1:0"
+token = {token:?}
 [pipeline]
 shards = {shards}
 writer_batch = {batch}
@@ -91,6 +98,7 @@ emit_removed = {emit}
             dir.join("out").display().to_string()
         )),
         extra = o.extra,
+        token = o.admin_token,
     );
     Settings::with_overrides(&toml).expect("test settings")
 }
@@ -115,9 +123,14 @@ async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
         Some(c) => c.clone(),
         None => sluice::clock::system(),
     };
-    App::start_with_clock(settings(db, dir, options), db.url.clone(), false, clock)
-        .await
-        .expect("app starts")
+    App::start_with_clock(
+        settings(db, dir, options),
+        db.url.clone(),
+        options.admin,
+        clock,
+    )
+    .await
+    .expect("app starts")
 }
 
 /// Generator arguments with the defaults of `sluice gen`.

@@ -1,5 +1,6 @@
 //! sluice's integration tests: one binary, one module per area, all on the fixture in `harness`.
 
+mod admin;
 mod app;
 mod backpressure;
 mod bad_input;
