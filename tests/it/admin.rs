@@ -1,6 +1,7 @@
 //! The admin JSON API and `sluice status` (SPEC §6), against the running pipeline on a real database.
 
 use crate::app::{assert_ledger, gen_args, spawn_app, Options, TestApp};
+use crate::delivery::answer_first;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wiremock::matchers::method;
@@ -159,17 +160,7 @@ async fn with_no_token_configured_every_mutating_call_is_refused() {
 #[actix_rt::test]
 async fn a_dead_delivery_is_retried_through_the_api_and_completes() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    answer_first(&server, ResponseTemplate::new(400), 3).await;
     let t = spawn_app(with_admin(Options {
         sinks: Some(hook(&server)),
         ..Options::default()
