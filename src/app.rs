@@ -403,6 +403,14 @@ impl App {
             supervisor: supervisor.clone(),
             actors,
             edges: edges.clone(),
+            token: settings.admin.token.clone(),
+            sinks: sink_names
+                .iter()
+                .cloned()
+                .zip(delivery.iter().cloned())
+                .collect(),
+            progress: progress.clone(),
+            outbox: signal.clone(),
         });
         tracing::info!(
             sources = settings.sources.len(),
@@ -451,6 +459,17 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
             },
             Err(e) => tracing::warn!(error = %e, "cannot release leases; they will expire"),
+        }
+    }
+}
+
+impl Drop for App {
+    /// An app dropped without [`App::stop`] (a test that ends, a start-up that fails later) still stops its
+    /// arbiters, so that its connections close with it.
+    fn drop(&mut self) {
+        for a in self.arbiters.drain(..).rev() {
+            a.stop();
+            let _ = a.join();
         }
     }
 }

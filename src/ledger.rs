@@ -2,11 +2,11 @@
 
 use crate::error::DbError;
 use deadpool_postgres::Pool;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 /// One ledger row, as `/admin/files` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRow {
     pub id: i64,
     pub source: String,
@@ -22,12 +22,18 @@ pub struct FileRow {
     pub rejected: i64,
     pub removed: i64,
     pub events_written: i64,
-    /// 0..1 of the file read; 1 once finished.
-    pub progress: f64,
+    /// 0..1 of the file read: 1 once done, 0 while pending; for a file being processed, what the reading process
+    /// reports (the ledger alone cannot say: `None`); `None` for files closed without being processed.
+    pub progress: Option<f64>,
+    /// Rows per second: over the whole run for a done file, so far for the file in flight.
+    pub rows_per_second: Option<f64>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
     pub reason: Option<String>,
+    /// When processing started, for rates of the file in flight.
+    #[serde(skip)]
+    pub started: Option<SystemTime>,
 }
 
 fn rfc3339(t: Option<SystemTime>) -> Option<String> {
@@ -40,14 +46,15 @@ const FILE_COLUMNS: &str =
 
 fn file_row(r: &tokio_postgres::Row) -> FileRow {
     let status: String = r.get(4);
-    let done = !matches!(status.as_str(), "pending" | "processing");
+    let rows: i64 = r.get(5);
+    let started: Option<SystemTime> = r.get(14);
+    let duration_ms: Option<i64> = r.get(16);
     FileRow {
         id: r.get(0),
         source: r.get(1),
         name: r.get(2),
         sha256: r.get(3),
-        status,
-        rows: r.get(5),
+        rows,
         new: r.get(6),
         changed: r.get(7),
         unchanged: r.get(8),
@@ -56,21 +63,34 @@ fn file_row(r: &tokio_postgres::Row) -> FileRow {
         rejected: r.get(11),
         removed: r.get(12),
         events_written: r.get(13),
-        progress: if done { 1.0 } else { 0.0 },
-        started_at: rfc3339(r.get(14)),
+        progress: match status.as_str() {
+            "done" => Some(1.0),
+            "pending" => Some(0.0),
+            _ => None,
+        },
+        rows_per_second: match duration_ms {
+            Some(ms) if ms > 0 && status == "done" => Some(rows as f64 * 1000.0 / ms as f64),
+            _ => None,
+        },
+        status,
+        started_at: rfc3339(started),
         finished_at: rfc3339(r.get(15)),
-        duration_ms: r.get(16),
+        duration_ms,
         reason: r.get(17),
+        started,
     }
 }
 
-/// Newest first.
-pub async fn list(pool: &Pool, limit: i64) -> Result<Vec<FileRow>, DbError> {
+/// Newest first: up to `limit` files older than `before` (an id), or the newest when `before` is `None`.
+pub async fn list(pool: &Pool, limit: i64, before: Option<i64>) -> Result<Vec<FileRow>, DbError> {
     let c = pool.get().await?;
     let rows = c
         .query(
-            &format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id DESC LIMIT $1"),
-            &[&limit],
+            &format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE ($2::bigint IS NULL OR id < $2)
+                  ORDER BY id DESC LIMIT $1"
+            ),
+            &[&limit, &before],
         )
         .await
         .map_err(|e| DbError::query("listing files", e))?;

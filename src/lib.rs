@@ -15,7 +15,8 @@
 //!
 //! Around them: [`mailbox`] (bounded mailboxes: back-pressure on every data edge), [`snapshot`] (what the stages
 //! say to each other about a file), [`db`] (pool, migrations, embedded PostgreSQL), [`config`], [`app`] (start-up),
-//! [`admin`] (health endpoints), [`metrics`] (every metric name), [`gen`] (synthetic data) and [`demo`].
+//! [`admin`] (health endpoints and the JSON API), [`status`] (`sluice status`), [`metrics`] (every metric name),
+//! [`gen`] (synthetic data) and [`demo`].
 
 pub mod admin;
 pub mod app;
@@ -37,6 +38,7 @@ pub mod parse;
 pub mod parser_pool;
 pub mod sinks;
 pub mod snapshot;
+pub mod status;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;

@@ -33,18 +33,22 @@ enum Command {
     Demo(sluice::demo::DemoArgs),
     /// Run the built-in fake contact-tracing API (webhook and CommCare endpoints, fault injection).
     FakeApi(sluice::fake_api::FakeApiArgs),
+    /// Summarise a running instance from its admin server: actors, last snapshots, deliveries, paused sinks.
+    Status(sluice::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Panics are reported by location (and literal message) only: a formatted message may hold a field value.
     sluice::supervisor::install_panic_hook(true);
-    // The demo prints its own progress; its logs are for problems only unless asked for.
-    sluice::telemetry::init_logging(if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    });
+    // The demo and status print their own output; their logs are for problems only unless asked for.
+    sluice::telemetry::init_logging(
+        if matches!(cli.command, Command::Demo(_) | Command::Status(_)) {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     let sources = ConfigSources {
         file: cli.config.clone(),
         overrides: None,
@@ -69,11 +73,16 @@ fn main() -> ExitCode {
             load(&sources).and_then(|s| actix_rt::System::new().block_on(sluice::cli::run(s)))
         }
         Command::Demo(args) => actix_rt::System::new().block_on(sluice::demo::run(args, sources)),
-        Command::FakeApi(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(sluice::fake_api::serve_forever(args))),
+        Command::FakeApi(args) => {
+            current_thread().and_then(|rt| rt.block_on(sluice::fake_api::serve_forever(args)))
+        }
+        Command::Status(args) => args
+            .admin
+            .map_or_else(
+                || load(&sources).map(|s| sluice::status::admin_url(s.admin.listen)),
+                Ok,
+            )
+            .and_then(|url| current_thread().and_then(|rt| rt.block_on(sluice::status::run(&url)))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +91,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn load(sources: &ConfigSources) -> anyhow::Result<Settings> {

@@ -118,3 +118,11 @@ impl Counts {
 pub fn shard_of(key_hash: KeyHash, shards: usize) -> usize {
     ((key_hash & 0x7fff_ffff) % shards as u64) as usize
 }
+
+/// A short, non-reversible label for a key hash, for logs and dumps.
+pub fn short_key(key_hash: KeyHash) -> String {
+    format!(
+        "{:08x}",
+        (xxhash_rust::xxh3::xxh3_64(&key_hash.to_le_bytes()) >> 32) as u32
+    )
+}

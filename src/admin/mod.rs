@@ -1,4 +1,7 @@
 //! The admin HTTP server (SPEC §6), on its own thread so that a busy pipeline never delays a health check.
+//! Health here; the JSON API (ledger, outbox, sink levers) in [`api`].
+
+pub mod api;
 
 mod actors;
 pub use actors::{ActorView, Actors, Probe};
@@ -52,6 +55,14 @@ pub struct PipelineView {
     /// Every actor by its name in the supervision tree.
     pub actors: actors::Actors,
     pub edges: Vec<Arc<crate::mailbox::EdgeStats>>,
+    /// The bearer token mutating calls need (`admin.token`); empty: every mutating call is refused.
+    pub token: crate::config::Secret,
+    /// The delivery actor of each configured sink, in configuration order.
+    pub sinks: Vec<(String, actix::Addr<crate::delivery::DeliveryActor>)>,
+    /// How far the parser is through the file in flight.
+    pub progress: Arc<crate::parser_pool::Progress>,
+    /// Wakes the delivery actors, so that re-driven rows go at once rather than at the next poll.
+    pub outbox: crate::writer::OutboxSignal,
 }
 
 /// Every admin route.
@@ -60,7 +71,8 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/admin/actors", get(actors::actors))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(api::router(state))
 }
 
 async fn healthz() -> &'static str {
@@ -108,6 +120,8 @@ impl AdminServer {
                             return;
                         }
                     };
+                    // The peer's address names who made a mutating call in the log.
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                         let _ = rx.await;
                     });

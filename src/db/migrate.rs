@@ -4,11 +4,18 @@
 use crate::error::DbError;
 
 /// The migrations compiled into the binary: (version, name, SQL). Append only.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sink_controls",
+        include_str!("../../migrations/0002_sink_controls.sql"),
+    ),
+];
 
 /// Advisory lock key shared by every sluice instance (the ASCII bytes of "sluice:m").
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_3a6d;

@@ -11,6 +11,8 @@
 //! until an operator resumes it).
 
 mod attempt;
+pub mod browse;
+pub mod control;
 pub mod outbox;
 pub mod policy;
 pub mod reaper;
@@ -204,6 +206,8 @@ struct Engine {
     resumes_seen: u64,
     beat: Beat,
     faults: Faults,
+    /// Whether the operator's persisted pause was read: before the first claim, so a restart never un-pauses.
+    controls_loaded: bool,
 }
 
 impl Engine {
@@ -232,6 +236,7 @@ impl Engine {
             resumes_seen: 0,
             beat: c.beat,
             faults: c.faults,
+            controls_loaded: false,
         }
     }
 
@@ -301,6 +306,15 @@ impl Engine {
     async fn round(&mut self) -> Result<Next, DbError> {
         let _busy = self.beat.busy();
         let mut c = self.pool.get().await?;
+        if !self.controls_loaded {
+            if control::load_paused(&c, &self.sink.name).await? {
+                self.control.paused.store(true, Ordering::Relaxed);
+                metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.sink.name.clone())
+                    .set(1.0);
+                tracing::warn!(sink = %self.sink.name, "sink left paused by an operator; resume it to deliver");
+            }
+            self.controls_loaded = true;
+        }
         if self.control.paused.load(Ordering::Relaxed) {
             return Ok(Next::Wait(self.poll));
         }

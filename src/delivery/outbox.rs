@@ -227,33 +227,59 @@ const NEWER_VERSION_EXISTS: &str = "EXISTS (
     SELECT 1 FROM deliveries n
      WHERE n.sink = d.sink AND n.source = d.source AND n.key_hash = d.key_hash AND n.version > d.version)";
 
+/// What a re-drive did: rows made deliverable again, and rows superseded because a newer version of their key
+/// exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    pub available: u64,
+    pub superseded: u64,
+}
+
+impl Redriven {
+    pub fn total(&self) -> u64 {
+        self.available + self.superseded
+    }
+}
+
 /// Makes the rows matching `filter` deliverable again with a fresh attempt budget — or `superseded` when a newer
 /// version of their key exists, so that an old record never overwrites a newer one downstream.
 async fn redrive_where(
     c: &tokio_postgres::Client,
     filter: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<u64, DbError> {
-    c.execute(
-        &format!(
-            "UPDATE deliveries d
-                SET state = CASE WHEN {NEWER_VERSION_EXISTS} THEN 'superseded' ELSE 'available' END,
-                    attempts = 0, next_attempt_at = now(), updated_at = now()
-              WHERE {filter}"
-        ),
-        params,
-    )
-    .await
-    .map_err(q("re-driving deliveries"))
+) -> Result<Redriven, DbError> {
+    let row = c
+        .query_one(
+            &format!(
+                "WITH u AS (
+                     UPDATE deliveries d
+                        SET state = CASE WHEN {NEWER_VERSION_EXISTS} THEN 'superseded' ELSE 'available' END,
+                            attempts = 0, next_attempt_at = now(), updated_at = now()
+                      WHERE {filter}
+                     RETURNING d.state)
+                 SELECT count(*) FILTER (WHERE state = 'available'), count(*) FILTER (WHERE state = 'superseded')
+                   FROM u"
+            ),
+            params,
+        )
+        .await
+        .map_err(q("re-driving deliveries"))?;
+    Ok(Redriven {
+        available: row.get::<_, i64>(0) as u64,
+        superseded: row.get::<_, i64>(1) as u64,
+    })
 }
 
-/// Re-drives one dead (or cancelled) delivery. Answers whether the row was re-driven.
-pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<bool, DbError> {
-    Ok(redrive_where(c, "id = $1 AND state IN ('dead', 'cancelled')", &[&id]).await? == 1)
+/// Re-drives one dead (or cancelled) delivery. Answers what became of it (all zero: it was not dead or cancelled).
+pub async fn redrive(c: &tokio_postgres::Client, id: i64) -> Result<Redriven, DbError> {
+    redrive_where(c, "id = $1 AND state IN ('dead', 'cancelled')", &[&id]).await
 }
 
-/// Re-drives every dead delivery (of one sink, or of all). Answers how many.
-pub async fn redrive_dead(c: &tokio_postgres::Client, sink: Option<&str>) -> Result<u64, DbError> {
+/// Re-drives every dead delivery (of one sink, or of all).
+pub async fn redrive_dead(
+    c: &tokio_postgres::Client,
+    sink: Option<&str>,
+) -> Result<Redriven, DbError> {
     redrive_where(
         c,
         "state = 'dead' AND ($1::text IS NULL OR sink = $1)",

@@ -25,6 +25,10 @@ pub struct Options {
     pub clock: Option<std::sync::Arc<sluice::clock::ManualClock>>,
     /// Faults to inject.
     pub faults: sluice::faults::Faults,
+    /// Whether the admin server runs (on an ephemeral port).
+    pub admin: bool,
+    /// `admin.token`.
+    pub admin_token: &'static str,
 }
 
 impl Default for Options {
@@ -39,6 +43,8 @@ impl Default for Options {
             sinks: None,
             clock: None,
             faults: Default::default(),
+            admin: false,
+            admin_token: "",
         }
     }
 }
@@ -67,6 +73,7 @@ url = {url:?}
 pool_size = 4
 [admin]
 listen = "127.0.0.1:0"
+token = {token:?}
 [pipeline]
 shards = {shards}
 writer_batch = {batch}
@@ -99,6 +106,7 @@ emit_removed = {emit}
             dir.join("out").display().to_string()
         )),
         extra = o.extra,
+        token = o.admin_token,
     )
 }
 
@@ -125,7 +133,7 @@ async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
     let start = sluice::app::StartOptions {
         clock,
         faults: options.faults.clone(),
-        ..sluice::app::StartOptions::new(false)
+        ..sluice::app::StartOptions::new(options.admin)
     };
     App::start_with(settings(db, dir, options), db.url.clone(), start)
         .await

@@ -33,6 +33,21 @@ async fn app_with(server: &MockServer, extra: &str) -> TestApp {
     .await
 }
 
+/// The first `times` requests get `first`; every later one a 200.
+pub async fn answer_first(server: &MockServer, first: ResponseTemplate, times: u64) {
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(server)
+        .await;
+}
+
 fn idempotency_keys(requests: &[Request]) -> Vec<String> {
     requests
         .iter()
@@ -50,17 +65,7 @@ fn idempotency_keys(requests: &[Request]) -> Vec<String> {
 #[actix_rt::test]
 async fn a_failing_then_recovering_api_completes_on_the_third_attempt_with_one_key() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    answer_first(&server, ResponseTemplate::new(503), 2).await;
     let t = app_with(&server, "").await;
     t.ingest_rows("R_0000.TXT", 10_000_000_000_000, 1, "Detected")
         .await;
@@ -99,17 +104,12 @@ async fn a_failing_then_recovering_api_completes_on_the_third_attempt_with_one_k
 #[actix_rt::test]
 async fn retry_after_is_honoured_on_the_injected_clock() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "2"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    answer_first(
+        &server,
+        ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        1,
+    )
+    .await;
     let clock = ManualClock::new();
     let t = spawn_app(Options {
         sinks: Some(webhook(&server.uri(), "")),
@@ -153,17 +153,7 @@ async fn retry_after_is_honoured_on_the_injected_clock() {
 #[actix_rt::test]
 async fn a_400_is_dead_at_once_and_can_be_redriven() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    answer_first(&server, ResponseTemplate::new(400), 1).await;
     let t = app_with(&server, "").await;
     t.ingest_rows("R_0000.TXT", 10_000_000_000_000, 1, "Detected")
         .await;
@@ -185,9 +175,13 @@ async fn a_400_is_dead_at_once_and_can_be_redriven() {
             .await
             .unwrap()
             .get(0);
-    assert!(sluice::delivery::outbox::redrive(&t.db.client().await, id)
-        .await
-        .unwrap());
+    assert_eq!(
+        sluice::delivery::outbox::redrive(&t.db.client().await, id)
+            .await
+            .unwrap()
+            .available,
+        1
+    );
     t.wait_count(
         "SELECT count(*) FROM deliveries WHERE state = 'completed'",
         1,
@@ -221,17 +215,12 @@ async fn twenty_failures_in_a_row_make_a_delivery_dead() {
 #[actix_rt::test]
 async fn a_hanging_api_times_out_and_is_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    answer_first(
+        &server,
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(10)),
+        1,
+    )
+    .await;
     let t = app_with(&server, "timeout = \"500ms\"").await;
     t.ingest_rows("R_0000.TXT", 10_000_000_000_000, 1, "Detected")
         .await;

@@ -1,6 +1,7 @@
 //! sluice's integration tests: one binary, one module per area, all on the fixture in `harness`.
 
 mod actors;
+mod admin;
 mod app;
 mod backpressure;
 mod bad_input;
