@@ -32,18 +32,22 @@ fn webhook_sink(api: &FakeApi, concurrency: usize) -> String {
     )
 }
 
+/// The (text, bigint) rows of `sql`, by their text.
+async fn named_counts(c: &tokio_postgres::Client, sql: &str) -> BTreeMap<String, i64> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// Asserts what downstream saw against the event log: every event whose delivery completed was accepted under
 /// its own id as idempotency key, nothing else was accepted, and no change (key, version) was applied under two
 /// keys. Every delivery is closed: completed, or superseded by a newer version of its key that completed.
 async fn assert_delivered_once(db: &TestDb, api: &FakeApi) {
     let c = db.client().await;
-    let states: BTreeMap<String, i64> = c
-        .query("SELECT state, count(*) FROM deliveries GROUP BY state", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let states = named_counts(&c, "SELECT state, count(*) FROM deliveries GROUP BY state").await;
     assert!(
         states.keys().all(|s| s == "completed" || s == "superseded"),
         "deliveries by state: {states:?}"
@@ -318,13 +322,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
             "{name}: {statuses:?}"
         );
     }
-    let done: BTreeMap<String, i64> = c
-        .query("SELECT name, id FROM files WHERE status = 'done'", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let done = named_counts(&c, "SELECT name, id FROM files WHERE status = 'done'").await;
     assert_file(&t, done[name0], &truth0).await;
     assert_file(&t, done[name1], &truth1).await;
     assert_eq!(

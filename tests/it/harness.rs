@@ -259,20 +259,25 @@ impl PrivateCluster {
 
     /// Stops the server as a crash would (`pg_ctl stop -m immediate`): every session is cut at once.
     pub async fn stop(&self) {
-        let pg = self.pg.clone();
-        tokio::task::spawn_blocking(move || pg.kill())
-            .await
-            .expect("stop task")
-            .unwrap_or_else(|e| panic!("cannot stop the private cluster: {}", chain(&e)));
+        self.pg_ctl("stop", EmbeddedPostgres::kill).await;
     }
 
     /// Starts the server again on the same port (after crash recovery).
     pub async fn start_again(&self) {
+        self.pg_ctl("start again", EmbeddedPostgres::restart).await;
+    }
+
+    /// Runs a blocking `pg_ctl` call off the test's runtime.
+    async fn pg_ctl(
+        &self,
+        what: &str,
+        call: fn(&EmbeddedPostgres) -> Result<(), sluice::error::DbError>,
+    ) {
         let pg = self.pg.clone();
-        tokio::task::spawn_blocking(move || pg.restart())
+        tokio::task::spawn_blocking(move || call(&pg))
             .await
-            .expect("start task")
-            .unwrap_or_else(|e| panic!("cannot start the private cluster again: {}", chain(&e)));
+            .expect("pg_ctl task")
+            .unwrap_or_else(|e| panic!("cannot {what} the private cluster: {}", chain(&e)));
     }
 }
 
