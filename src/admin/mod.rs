@@ -6,6 +6,8 @@ pub mod api;
 mod actors;
 pub use actors::{ActorView, Actors, Probe};
 
+mod probe;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -21,11 +23,15 @@ pub struct Health {
     pub ready: AtomicBool,
     /// SIGTERM received: finishing work, taking no more.
     pub draining: AtomicBool,
+    /// The admin server's database probe found PostgreSQL unreachable (see `probe`).
+    pub database_down: AtomicBool,
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed)
+            && !self.database_down.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -82,6 +88,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     if s.health.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if s.health.database_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
     } else if s.health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -98,13 +106,15 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `listen` now (so a port conflict fails start-up) and serves on a thread of its own.
+    /// Binds `listen` now (so a port conflict fails start-up) and serves on a thread of its own, where the database
+    /// probe behind `/readyz` also runs.
     pub fn start(listen: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
         let std_listener = std::net::TcpListener::bind(listen)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(state.clone());
+        let probed = state.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-admin".into())
             .spawn(move || {
@@ -120,6 +130,7 @@ impl AdminServer {
                             return;
                         }
                     };
+                    tokio::spawn(probe::run(probed));
                     // The peer's address names who made a mutating call in the log.
                     let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -256,30 +256,31 @@ impl Engine {
                 }
             }
             self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-            let next = match self.round().await {
+            // A wait is cut short by the poll interval, except a backoff after a failed round (PostgreSQL away),
+            // which would otherwise come round, and log, every poll interval.
+            let (next, longest) = match self.round().await {
                 Ok(next) => {
                     failures = 0;
-                    next
+                    (next, self.poll)
                 }
                 Err(e) => {
                     failures += 1;
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(sink = %self.sink.name, error = %e, "delivery round failed; backing off");
-                    Next::Wait(
-                        policy::backoff(
-                            failures as i32 + 1,
-                            Duration::from_millis(500),
-                            Duration::from_secs(30),
-                        )
-                        .max(Duration::from_millis(100)),
+                    let backoff = policy::backoff(
+                        failures as i32 + 1,
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
                     )
+                    .max(Duration::from_millis(100));
+                    (Next::Wait(backoff), backoff)
                 }
             };
             if let Next::Wait(d) = next {
                 let wake = self.control.wake.clone();
                 tokio::select! {
                     _ = wake.notified() => {}
-                    _ = tokio::time::sleep(d.min(self.poll)) => {}
+                    _ = tokio::time::sleep(d.min(longest)) => {}
                 }
             }
         }

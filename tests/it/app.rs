@@ -60,11 +60,11 @@ pub struct TestApp {
 }
 
 pub fn settings(db: &TestDb, dir: &Path, o: &Options) -> Settings {
-    Settings::with_overrides(&settings_toml(db, dir, o)).expect("test settings")
+    Settings::with_overrides(&config_toml(db, dir, o)).expect("test settings")
 }
 
 /// The test configuration as TOML (for `settings`, or a file for the `sluice` binary).
-pub fn settings_toml(db: &TestDb, dir: &Path, o: &Options) -> String {
+pub fn config_toml(db: &TestDb, dir: &Path, o: &Options) -> String {
     format!(
         r#"
 data_dir = {data:?}
@@ -111,21 +111,17 @@ emit_removed = {emit}
 }
 
 pub async fn spawn_app(options: Options) -> TestApp {
-    let db = test_db().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let app = start(&db, dir.path(), &options).await;
-    TestApp {
-        app: Some(app),
-        inbox: dir.path().join("inbox"),
-        archive: dir.path().join("archive"),
-        out: dir.path().join("out"),
-        db,
-        dir,
-        options,
-    }
+    spawn_app_on(test_db().await, options, false).await
 }
 
-async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
+/// As [`spawn_app`], on a database of the caller's, with the admin server (on a free port) when `admin`.
+pub async fn spawn_app_on(db: TestDb, options: Options, admin: bool) -> TestApp {
+    let mut t = TestApp::unstarted(db, options);
+    t.app = Some(start(&t.db, t.dir.path(), &t.options, admin).await);
+    t
+}
+
+async fn start(db: &TestDb, dir: &Path, options: &Options, admin: bool) -> App {
     let clock: sluice::clock::SharedClock = match &options.clock {
         Some(c) => c.clone(),
         None => sluice::clock::system(),
@@ -133,7 +129,7 @@ async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
     let start = sluice::app::StartOptions {
         clock,
         faults: options.faults.clone(),
-        ..sluice::app::StartOptions::new(options.admin)
+        ..sluice::app::StartOptions::new(options.admin || admin)
     };
     App::start_with(settings(db, dir, options), db.url.clone(), start)
         .await
@@ -161,6 +157,20 @@ pub fn gen_args(out: &Path, rows: u64, seed: u64, from: Option<&Path>) -> GenArg
 pub type Key = [String; 2];
 
 impl TestApp {
+    /// The database and directories of a pipeline not started (or running elsewhere: in a child process).
+    pub fn unstarted(db: TestDb, options: Options) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestApp {
+            app: None,
+            inbox: dir.path().join("inbox"),
+            archive: dir.path().join("archive"),
+            out: dir.path().join("out"),
+            db,
+            dir,
+            options,
+        }
+    }
+
     /// Stops the actor system (as a crash between commits would, minus the process exit).
     pub async fn stop(&mut self) {
         if let Some(app) = self.app.take() {
@@ -171,7 +181,7 @@ impl TestApp {
     /// Starts the actor system again on the same database and directories.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.app = Some(start(&self.db, self.dir.path(), &self.options).await);
+        self.app = Some(start(&self.db, self.dir.path(), &self.options, false).await);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -119,7 +119,7 @@ impl Server {
                 place: Place::Shared { url },
             },
             _ => {
-                let cluster = start_cluster()?;
+                let (cluster, _) = start_cluster()?;
                 Server {
                     admin_url: cluster.url("postgres"),
                     template: "sluice_template".into(),
@@ -203,8 +203,9 @@ async fn connect(
     Ok((client, task))
 }
 
-/// A non-durable cluster in a fresh directory under the system temp dir (world-traversable, unlike most homes).
-fn start_cluster() -> Result<EmbeddedPostgres, String> {
+/// A non-durable cluster in a fresh directory under the system temp dir (world-traversable, unlike most homes),
+/// stopped and deleted when the process ends however it ends. Answers the cluster and its directory.
+fn start_cluster() -> Result<(EmbeddedPostgres, std::path::PathBuf), String> {
     ensure_server_binaries()?;
     let dir = tempfile::Builder::new()
         .prefix("sluice-it-")
@@ -216,7 +217,77 @@ fn start_cluster() -> Result<EmbeddedPostgres, String> {
         port: None,
         durable: false,
     };
-    EmbeddedPostgres::start(&dir, options).map_err(|e| chain(&e))
+    let cluster = EmbeddedPostgres::start(&dir, options).map_err(|e| chain(&e))?;
+    Ok((cluster, dir))
+}
+
+/// A PostgreSQL cluster of one test's own, for tests that stop and start the server (the run's shared cluster
+/// serves the tests running in parallel). It keeps its port across [`stop`](Self::stop) and
+/// [`start_again`](Self::start_again), so URLs stay valid. Dropping it — a failing test unwinds through the drop —
+/// stops the server at once and deletes its directory; if the process dies first, the reaper of [`reap_on_exit`]
+/// does.
+pub struct PrivateCluster {
+    /// Shared with the blocking tasks that run `pg_ctl`.
+    pg: std::sync::Arc<EmbeddedPostgres>,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateCluster {
+    pub async fn start() -> PrivateCluster {
+        let (pg, dir) = tokio::task::spawn_blocking(start_cluster)
+            .await
+            .expect("cluster start-up task")
+            .unwrap_or_else(|e| panic!("no private cluster: {e}"));
+        PrivateCluster { pg: pg.into(), dir }
+    }
+
+    /// A new database with every migration applied; answers its URL.
+    pub async fn migrated_db(&self, name: &str) -> String {
+        self.pg
+            .ensure_database(name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {}", chain(&e)));
+        let url = self.pg.url(name);
+        let mut client = sluice::db::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {}", chain(&e)));
+        sluice::db::migrate(&mut client)
+            .await
+            .unwrap_or_else(|e| panic!("cannot migrate {name}: {}", chain(&e)));
+        url
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`): every session is cut at once.
+    pub async fn stop(&self) {
+        self.pg_ctl("stop", EmbeddedPostgres::kill).await;
+    }
+
+    /// Starts the server again on the same port (after crash recovery).
+    pub async fn start_again(&self) {
+        self.pg_ctl("start again", EmbeddedPostgres::restart).await;
+    }
+
+    /// Runs a blocking `pg_ctl` call off the test's runtime.
+    async fn pg_ctl(
+        &self,
+        what: &str,
+        call: fn(&EmbeddedPostgres) -> Result<(), sluice::error::DbError>,
+    ) {
+        let pg = self.pg.clone();
+        tokio::task::spawn_blocking(move || call(&pg))
+            .await
+            .expect("pg_ctl task")
+            .unwrap_or_else(|e| panic!("cannot {what} the private cluster: {}", chain(&e)));
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.pg.kill() {
+            eprintln!("cannot stop the private cluster: {}", chain(&e));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Stops the cluster in `dir` and deletes `dir` once this process has ended, however it ends: Rust runs no

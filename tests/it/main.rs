@@ -7,6 +7,7 @@ mod backpressure;
 mod bad_input;
 mod delivery;
 mod embedded;
+mod faults;
 mod harness;
 mod ingest;
 mod migrations;

@@ -5,7 +5,8 @@ use sluice::admin::{AdminServer, AdminState, Health};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-async fn status(url: &str) -> u16 {
+/// The HTTP status of a GET (the admin server answering is part of the assertion).
+pub async fn status(url: &str) -> u16 {
     sluice::tls::install_crypto_provider();
     reqwest::get(url)
         .await

@@ -1,54 +1,11 @@
-//! Delivery through the built-in fake contact-tracing API: outages, CommCare, fan-out, end to end.
+//! Delivery through the built-in fake contact-tracing API: CommCare, fan-out, end to end (outages: `faults`).
 
 use crate::app::{expected_events, gen_args, spawn_app, Options};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 fn fake() -> FakeApi {
     FakeApi::start(FakeApiArgs::default()).expect("fake API starts")
-}
-
-#[actix_rt::test]
-async fn an_outage_costs_no_attempts_and_everything_arrives_when_the_api_returns() {
-    let api = fake();
-    let t = spawn_app(Options {
-        sinks: Some(format!(
-            "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nconcurrency = 16\n\
-             timeout = \"2s\"\nbackoff_base = \"200ms\"\nbackoff_cap = \"2s\"\n",
-            api.webhook_url()
-        )),
-        ..Options::default()
-    })
-    .await;
-    api.faults().set_down(true);
-    t.ingest_rows("O_0000.TXT", 10_000_000_000_000, 2_000, "Detected")
-        .await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(
-        t.count("SELECT count(*) FROM deliveries WHERE state = 'dead'")
-            .await,
-        0
-    );
-    let most = t
-        .count("SELECT coalesce(max(attempts), 0)::bigint FROM deliveries")
-        .await;
-    assert!(most <= 3, "a row gained {most} attempts during the outage");
-    api.faults().set_down(false);
-    let back = Instant::now();
-    t.wait_count(
-        "SELECT count(*) FROM deliveries WHERE state = 'completed'",
-        2_000,
-    )
-    .await;
-    assert!(
-        back.elapsed() < Duration::from_secs(15),
-        "took {:?} after the API returned",
-        back.elapsed()
-    );
-    let received = api.received();
-    assert_eq!(received.changes.len(), 2_000);
-    assert_eq!(received.changes_applied_twice(), 0);
 }
 
 #[actix_rt::test]

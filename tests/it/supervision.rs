@@ -2,7 +2,7 @@
 //! actor that always fails makes the process exit non-zero, and SIGTERM drains and exits 0.
 
 use crate::app::{
-    assert_ledger, expected_events, gen_args, settings_toml, spawn_app, Options, TestApp,
+    assert_ledger, config_toml, expected_events, gen_args, spawn_app, Options, TestApp,
 };
 use crate::harness::test_db;
 use sluice::fake_api::{FakeApi, FakeApiArgs};
@@ -257,7 +257,7 @@ async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
         ..Options::default()
     };
     let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, settings_toml(&db, dir.path(), &options)).unwrap();
+    std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
     let summary =
         sluice::gen::generate(&gen_args(&dir.path().join("g0"), 2_000, 44, None)).unwrap();
     std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
@@ -291,7 +291,7 @@ async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work()
         ..Options::default()
     };
     let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, settings_toml(&db, dir.path(), &options)).unwrap();
+    std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
     let summary =
         sluice::gen::generate(&gen_args(&dir.path().join("g0"), 100_000, 45, None)).unwrap();
     let truth = sluice::gen::GroundTruth::load(&summary.truth_path).unwrap();
