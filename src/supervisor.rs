@@ -172,6 +172,25 @@ impl Cell {
         self.waker.wake();
     }
 
+    /// This child in the state dump; `busy` when it has a heartbeat (an actor rather than a thread).
+    fn node(&self, busy: bool) -> TreeNode {
+        TreeNode {
+            name: self.name.clone(),
+            kind: self.kind.into(),
+            status: self.status(),
+            restarts: self.restarts(),
+            last_exit: self.last_exit(),
+            strategy: None,
+            restart: Some(self.restart),
+            busy_seconds: self
+                .beat
+                .busy_for()
+                .filter(|_| busy)
+                .map(|d| d.as_secs_f64()),
+            children: Vec::new(),
+        }
+    }
+
     fn take_command(&self) -> Command {
         match self.command.swap(Command::None as u8, Ordering::AcqRel) {
             1 => Command::Restart,
@@ -693,34 +712,8 @@ impl Supervisor {
 
     fn node(&self, child: Child) -> TreeNode {
         match child {
-            Child::Actor(i) => {
-                let cell = &self.cells[i].0;
-                TreeNode {
-                    name: cell.name.clone(),
-                    kind: cell.kind.into(),
-                    status: cell.status(),
-                    restarts: cell.restarts(),
-                    last_exit: cell.last_exit(),
-                    strategy: None,
-                    restart: Some(cell.restart),
-                    busy_seconds: cell.beat.busy_for().map(|d| d.as_secs_f64()),
-                    children: Vec::new(),
-                }
-            }
-            Child::Thread(i) => {
-                let cell = &self.threads[i].0.cell;
-                TreeNode {
-                    name: cell.name.clone(),
-                    kind: cell.kind.into(),
-                    status: cell.status(),
-                    restarts: cell.restarts(),
-                    last_exit: cell.last_exit(),
-                    strategy: None,
-                    restart: Some(cell.restart),
-                    busy_seconds: None,
-                    children: Vec::new(),
-                }
-            }
+            Child::Actor(i) => self.cells[i].0.node(true),
+            Child::Thread(i) => self.threads[i].0.cell.node(false),
             Child::Group(g) => {
                 let group = &self.groups[g];
                 TreeNode {

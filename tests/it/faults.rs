@@ -8,13 +8,12 @@ use crate::app::{
 };
 use crate::harness::{test_db, PrivateCluster, TestDb};
 use crate::operate::status;
+use crate::service::{tail, Sluice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use sluice::gen::GroundTruth;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROCESSING: &str = "SELECT count(*) FROM files WHERE status = 'processing'";
@@ -161,59 +160,6 @@ async fn assert_file(t: &TestApp, file_id: i64, truth: &GroundTruth) {
     );
 }
 
-/// `sluice run` as a child process, killed when dropped (so a failing test leaves none behind).
-struct Sluice(Child);
-
-impl Sluice {
-    fn spawn(config: &Path, log: &Path) -> Sluice {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("run").arg("-c").arg(config);
-        // Only the test's own configuration: none of the environment's database or settings.
-        for (name, _) in std::env::vars_os() {
-            if name == "DATABASE_URL" || name.to_string_lossy().starts_with("SLUICE_") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd
-            // A killed process's leases come back soon, not after the default minute.
-            .env("SLUICE_DELIVERY__LEASE", "2s")
-            .env("SLUICE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("sluice starts");
-        Sluice(child)
-    }
-
-    /// SIGKILL: no destructor, no drain, no lease release.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().unwrap()
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// The seed of a randomised test: `SLUICE_FAULT_SEED` to replay one, else a fresh one. Printed either way.
 fn seed(test: &str) -> u64 {
     let seed = std::env::var("SLUICE_FAULT_SEED")
@@ -254,7 +200,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     // second snapshot arrives midway.
     let (mut kills, mut in_ingest, mut in_delivery) = (0, 0, 0);
     while kills < MIN_KILLS || (kills < MAX_KILLS && (in_ingest < 3 || in_delivery < 3)) {
-        let mut sluice = Sluice::spawn(&config, &log);
+        let mut sluice = Sluice::spawn(&config, &log, &[("SLUICE_DELIVERY__LEASE", "2s")]);
         let delay = rng.random_range(50..=1500);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         if let Some(status) = sluice.exited() {
@@ -277,7 +223,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     }
 
     // Then let it finish.
-    let mut sluice = Sluice::spawn(&config, &log);
+    let mut sluice = Sluice::spawn(&config, &log, &[("SLUICE_DELIVERY__LEASE", "2s")]);
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         if let Some(status) = sluice.exited() {

@@ -12,5 +12,6 @@ mod harness;
 mod ingest;
 mod migrations;
 mod operate;
+mod service;
 mod sinks;
 mod supervision;

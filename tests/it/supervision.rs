@@ -5,10 +5,10 @@ use crate::app::{
     assert_ledger, config_toml, expected_events, gen_args, spawn_app, Options, TestApp,
 };
 use crate::harness::test_db;
+use crate::service::{tail, Sluice};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use sluice::faults::Faults;
 use sluice::supervisor::{DumpTree, TreeNode};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn webhook(api: &FakeApi) -> String {
@@ -182,69 +182,6 @@ async fn a_message_stuck_past_its_deadline_is_restarted() {
     );
 }
 
-/// A `sluice run` process on the test's configuration.
-struct Service {
-    child: Child,
-}
-
-impl Service {
-    fn start(config: &std::path::Path, faults: &str) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("SLUICE_FAULTS", faults)
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sluice starts");
-        Service { child }
-    }
-
-    /// Waits for the process to exit; its status and everything it wrote.
-    fn wait(mut self, patience: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let mut out = String::new();
-                for pipe in [
-                    self.child
-                        .stdout
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn std::io::Read>),
-                    self.child
-                        .stderr
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn std::io::Read>),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let mut pipe = pipe;
-                    let _ = pipe.read_to_string(&mut out);
-                }
-                return (status, out);
-            }
-            assert!(Instant::now() < deadline, "sluice did not exit in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-use std::io::Read as _;
-
 #[actix_rt::test]
 async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
     let db = test_db().await;
@@ -263,10 +200,10 @@ async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
     std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
     std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
 
-    let service = Service::start(&config, "writer:panic:every");
-    let (status, out) = tokio::task::spawn_blocking(move || service.wait(Duration::from_secs(120)))
-        .await
-        .unwrap();
+    let log = dir.path().join("sluice.log");
+    let mut service = Sluice::spawn(&config, &log, &[("SLUICE_FAULTS", "writer:panic:every")]);
+    let status = service.wait(Duration::from_secs(120)).await;
+    let out = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         status.code(),
         Some(sluice::supervisor::GAVE_UP_EXIT_CODE),
@@ -299,7 +236,8 @@ async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work()
     std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
 
     let client = db.client().await;
-    let service = Service::start(&config, "");
+    let log = dir.path().join("sluice.log");
+    let mut service = Sluice::spawn(&config, &log, &[]);
     // Wait until the snapshot is under way: some of its events committed, not all.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -319,10 +257,8 @@ async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work()
     }
     let signalled = Instant::now();
     service.signal(libc::SIGTERM);
-    let (status, out) = tokio::task::spawn_blocking(move || service.wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert!(status.success(), "exit {status:?}: {out}");
+    let status = service.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "exit {status:?}: {}", tail(&log));
     // Every child gets 5 s at most; in practice the drain takes well under that.
     assert!(
         signalled.elapsed() < Duration::from_secs(30),
@@ -342,7 +278,7 @@ async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work()
         "nothing left leased after a drain"
     );
 
-    let service = Service::start(&config, "");
+    let service = Sluice::spawn(&config, &log, &[]);
     let deadline = Instant::now() + Duration::from_secs(180);
     let file = loop {
         let row = client
