@@ -117,6 +117,7 @@ impl App {
         admin: bool,
         clock: SharedClock,
     ) -> anyhow::Result<App> {
+        crate::metrics::install();
         let health = Arc::new(Health::default());
         let admin_state = AdminState::new(health.clone());
         let admin = if admin {
@@ -244,9 +245,23 @@ impl App {
             ));
         }
         arbiters.push(delivery_arbiter);
+        if admin.is_some() {
+            // The outbox and ledger figures of /metrics, on a connection and a thread of their own.
+            let metrics_arbiter = Arbiter::new();
+            let sources = settings.sources.iter().map(|s| s.name.clone()).collect();
+            let poll = crate::metrics::poll_database(
+                db_url.clone(),
+                sink_names,
+                sources,
+                crate::metrics::POLL_PERIOD,
+            );
+            metrics_arbiter.spawn(poll);
+            arbiters.push(metrics_arbiter);
+        }
 
         let _ = admin_state.pipeline.set(PipelineView {
             db_url: db_url.clone(),
+            edges: edges.clone(),
         });
         tracing::info!(
             sources = settings.sources.len(),

@@ -1,5 +1,7 @@
 //! The admin HTTP server (SPEC §6), on its own thread so that a busy pipeline never delays a health check.
 
+mod metrics;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -45,6 +47,8 @@ impl AdminState {
 #[derive(Clone)]
 pub struct PipelineView {
     pub db_url: String,
+    /// Every data edge's live figures, read by `/metrics`.
+    pub edges: Vec<Arc<crate::mailbox::EdgeStats>>,
 }
 
 /// Every admin route.
@@ -52,6 +56,7 @@ fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state)
 }
 
