@@ -23,6 +23,8 @@ pub struct Options {
     pub sinks: Option<String>,
     /// The clock delivery uses for retry times.
     pub clock: Option<std::sync::Arc<sluice::clock::ManualClock>>,
+    /// Start the admin server (on a free loopback port), with /metrics and its database figures.
+    pub admin: bool,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             extra: String::new(),
             sinks: None,
             clock: None,
+            admin: false,
         }
     }
 }
@@ -115,9 +118,14 @@ async fn start(db: &TestDb, dir: &Path, options: &Options) -> App {
         Some(c) => c.clone(),
         None => sluice::clock::system(),
     };
-    App::start_with_clock(settings(db, dir, options), db.url.clone(), false, clock)
-        .await
-        .expect("app starts")
+    App::start_with_clock(
+        settings(db, dir, options),
+        db.url.clone(),
+        options.admin,
+        clock,
+    )
+    .await
+    .expect("app starts")
 }
 
 /// Generator arguments with the defaults of `sluice gen`.

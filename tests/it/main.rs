@@ -9,4 +9,5 @@ mod harness;
 mod ingest;
 mod migrations;
 mod operate;
+mod prometheus;
 mod sinks;
