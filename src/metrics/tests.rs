@@ -91,3 +91,42 @@ fn attempt_classes_are_closed() {
         assert!(ATTEMPT_CLASSES.contains(&class));
     }
 }
+
+/// The alert rules and the dashboard name only metrics that exist.
+#[test]
+fn ops_files_use_only_exported_metrics() {
+    for (file, text) in [
+        ("ops/alerts.yml", include_str!("../../ops/alerts.yml")),
+        (
+            "ops/alerts_test.yml",
+            include_str!("../../ops/alerts_test.yml"),
+        ),
+        (
+            "ops/grafana/sluice.json",
+            include_str!("../../ops/grafana/sluice.json"),
+        ),
+    ] {
+        let mut found = 0;
+        for (i, _) in text.match_indices("sluice_") {
+            // Words containing `sluice_` but not starting with it (none today) are not metric names.
+            if i > 0 && text.as_bytes()[i - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| HISTOGRAMS.iter().any(|(h, _)| h == b))
+                .unwrap_or(&name);
+            assert!(
+                METRICS.iter().any(|m| m.name == base),
+                "{file} names {name}, which sluice does not export"
+            );
+            found += 1;
+        }
+        assert!(found > 5, "{file}: metrics found");
+    }
+}

@@ -29,7 +29,11 @@ pub(super) async fn log_progress(s: &Snapshot, progress: &Progress) -> Infallibl
         let rows = progress.rows.load(Ordering::Relaxed);
         let rate = (rows - last_rows.min(rows)) as f64 / gap.as_secs_f64();
         // Once the whole file is read, what remains is the barrier and the commits of the changes.
-        let phase = if fraction >= 1.0 { "committing" } else { "reading" };
+        let phase = if fraction >= 1.0 {
+            "committing"
+        } else {
+            "reading"
+        };
         tracing::info!(source = %s.source, file = %s.name, file_id = s.file_id, phase,
             percent = format!("{:.0}", fraction * 100.0), rows, rows_per_s = rate as u64,
             elapsed_s = s.admitted.elapsed().as_secs(), "ingesting");

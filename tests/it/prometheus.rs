@@ -317,6 +317,26 @@ async fn prometheus_scrapes_sluices_series_and_evaluates_its_alert_rules() {
         prometheus.check(Instant::now() < deadline, "the rules were never evaluated");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Every dashboard query is valid PromQL and finds sluice's series.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(ops("grafana/sluice.json")).unwrap())
+            .unwrap();
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(queries.len() > 20, "{} dashboard queries", queries.len());
+    for q in queries {
+        let q = q
+            .replace("$__rate_interval", "1m")
+            .replace("$source", ".*")
+            .replace("$sink", ".*");
+        prometheus.wait_for(&q, |r| !r.is_empty()).await;
+    }
     drop(prometheus);
     t.stop().await;
 }
