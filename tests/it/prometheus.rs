@@ -262,33 +262,16 @@ async fn prometheus_scrapes_sluices_series_and_evaluates_its_alert_rules() {
         })
         .await;
     assert_eq!(label_values(&restarts, "actor"), strings(m::ACTORS));
-    prometheus
-        .wait_for(
-            r#"sluice_actor_messages_received_total{actor="writer"} > 0"#,
-            |r| r.len() == 1,
-        )
-        .await;
-    prometheus
-        .wait_for(
-            r#"sluice_snapshot_duration_seconds_count{source="eclrs"} >= 1"#,
-            |r| r.len() == 1,
-        )
-        .await;
-    prometheus
-        .wait_for(
-            r#"sluice_delivery_latency_seconds_bucket{sink="file",le="+Inf"} >= 1"#,
-            |r| r.len() == 1,
-        )
-        .await;
-    prometheus
-        .wait_for(
-            r#"time() - sluice_snapshot_last_success_timestamp_seconds{source="eclrs"} < 600"#,
-            |r| r.len() == 1,
-        )
-        .await;
-    prometheus
-        .wait_for("sluice_ready == 1", |r| r.len() == 1)
-        .await;
+    // One series each, once the file is ingested and delivered.
+    for query in [
+        r#"sluice_actor_messages_received_total{actor="writer"} > 0"#,
+        r#"sluice_snapshot_duration_seconds_count{source="eclrs"} >= 1"#,
+        r#"sluice_delivery_latency_seconds_bucket{sink="file",le="+Inf"} >= 1"#,
+        r#"time() - sluice_snapshot_last_success_timestamp_seconds{source="eclrs"} < 600"#,
+        "sluice_ready == 1",
+    ] {
+        prometheus.wait_for(query, |r| r.len() == 1).await;
+    }
 
     // Every shipped rule evaluates against the real series without error, and none fires on a healthy pipeline.
     let deadline = Instant::now() + Duration::from_secs(60);
