@@ -169,6 +169,7 @@ impl App {
         options: StartOptions,
     ) -> anyhow::Result<App> {
         crate::supervisor::install_panic_hook(false);
+        crate::metrics::install();
         let StartOptions {
             admin,
             clock,
@@ -396,6 +397,20 @@ impl App {
                 None,
             );
         }
+        if admin_handle.is_some() {
+            // The outbox and ledger figures of /metrics, on a connection and a thread of their own.
+            let metrics_arbiter = Arbiter::new();
+            let sources = settings.sources.iter().map(|s| s.name.clone()).collect();
+            let poll = crate::metrics::poll_database(
+                db_url.clone(),
+                sink_names.clone(),
+                sources,
+                crate::metrics::POLL_PERIOD,
+            );
+            metrics_arbiter.spawn(poll);
+            arbiters.push(metrics_arbiter);
+        }
+
         let supervisor = tree.start();
 
         let _ = admin_state.pipeline.set(PipelineView {

@@ -5,6 +5,8 @@
 //! be committed and for every change to be delivered, and prints what happened. It exits 0 only when every change
 //! was delivered and every file's ledger balances.
 
+mod bar;
+
 use crate::app::{App, Database};
 use crate::config::{ConfigSources, Settings};
 use crate::gen::{GenArgs, GroundTruth};
@@ -119,6 +121,9 @@ async fn drive(
 ) -> anyhow::Result<()> {
     let inbox = settings.sources[0].inbox.clone();
     let app = App::start(settings, db.url.clone(), true).await?;
+    if let Some(admin) = &app.admin {
+        println!("metrics at http://{}/metrics", admin.addr);
+    }
     let started = Instant::now();
     let outcome = async {
         let client = crate::db::connect(&db.url).await?;
@@ -214,8 +219,8 @@ async fn wait_for_file(
     app: &App,
 ) -> anyhow::Result<tokio_postgres::Row> {
     let deadline = Instant::now() + timeout;
-    let mut last_print = Instant::now();
-    loop {
+    let mut bar = bar::ProgressBar::new();
+    let row = loop {
         let row = client
             .query_opt(
                 "SELECT status, rows, new, changed, unchanged, duplicate, conflict, rejected, removed, events_written
@@ -226,20 +231,21 @@ async fn wait_for_file(
         if let Some(row) = row {
             let status: String = row.get(0);
             if status != "processing" && status != "pending" {
-                return Ok(row);
+                break Ok(row);
             }
         }
-        if last_print.elapsed() > Duration::from_secs(1) {
-            last_print = Instant::now();
-            if let Some(p) = app.progress.view() {
-                println!("  … {:.0}% read, {} rows", p.fraction * 100.0, p.rows);
-            }
+        if let Some(p) = app.progress.view() {
+            bar.update(p.fraction, p.rows);
         }
         if Instant::now() > deadline {
-            bail!("{file} was not processed within {timeout:?}");
+            break Err(anyhow::anyhow!(
+                "{file} was not processed within {timeout:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    bar.finish();
+    row
 }
 
 async fn wait_for_deliveries(

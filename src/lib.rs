@@ -15,9 +15,9 @@
 //!
 //! Around them: [`mailbox`] (bounded mailboxes: back-pressure on every data edge), [`snapshot`] (what the stages
 //! say to each other about a file), [`db`] (pool, migrations, embedded PostgreSQL), [`config`], [`app`] (start-up),
-//! [`admin`] (health endpoints, the database probe behind readiness, and the JSON API), [`status`]
-//! (`sluice status`), [`supervisor`] (the supervision tree), [`metrics`] (every metric name), [`gen`] (synthetic data)
-//! and [`demo`].
+//! [`admin`] (health endpoints, the database probe behind readiness, `/metrics` and the JSON API), [`status`]
+//! (`sluice status`), [`supervisor`] (the supervision tree), [`metrics`] (every metric: names, labels, buckets, the
+//! recorder), [`gen`] (synthetic data) and [`demo`].
 
 pub mod admin;
 pub mod app;

@@ -23,6 +23,8 @@ use tokio::sync::Semaphore;
 pub struct EdgeStats {
     pub name: &'static str,
     pub capacity: usize,
+    /// The actor kind that handles this edge's messages, for the per-actor metrics.
+    receiver: &'static str,
     depth: AtomicUsize,
     max_depth: AtomicUsize,
     sent: AtomicU64,
@@ -50,6 +52,7 @@ impl EdgeStats {
         EdgeStats {
             name,
             capacity,
+            receiver: crate::metrics::edge_ends(name).1,
             depth: AtomicUsize::new(0),
             max_depth: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
@@ -76,19 +79,20 @@ impl EdgeStats {
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_depth.fetch_max(depth, Ordering::Relaxed);
         self.sent.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::EDGE_DEPTH, "edge" => self.name).set(depth as f64);
     }
 
-    fn leave(&self) {
-        let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::gauge!(crate::metrics::EDGE_DEPTH, "edge" => self.name).set(depth as f64);
+    /// A message handled (`ok`) or failed by the receiving actor.
+    fn leave(&self, ok: bool) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::actor_received(self.receiver, 1);
+        if !ok {
+            crate::metrics::actor_error(self.receiver);
+        }
     }
 
     fn waited(&self, since: Instant) {
         let nanos = since.elapsed().as_nanos() as u64;
         self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::EDGE_BACKPRESSURE_SECONDS, "edge" => self.name)
-            .increment(nanos as f64 / 1e9);
     }
 }
 
@@ -119,10 +123,17 @@ impl<A: Actor> Mailbox<A> {
         }
     }
 
-    /// A handle for one producer.
+    /// A handle for one producer, of the edge's sending actor kind.
     pub fn sender(&self) -> EdgeSender<A> {
+        self.sender_for(crate::metrics::edge_ends(self.stats.name).0)
+    }
+
+    /// A handle for one producer of another actor kind than the edge's own sender (the parser's file-level
+    /// messages to the writer), so that the per-actor metrics count its messages as its own.
+    pub fn sender_for(&self, actor: &'static str) -> EdgeSender<A> {
         EdgeSender {
             mailbox: self.clone(),
+            actor,
             mine: Arc::new(Semaphore::new(self.stats.capacity)),
             failure: Arc::new(Mutex::new(None)),
         }
@@ -155,6 +166,8 @@ impl<A: Actor> EdgeSender<A> {
 /// One producer's end of a [`Mailbox`].
 pub struct EdgeSender<A: Actor> {
     mailbox: Mailbox<A>,
+    /// The producer's actor kind, for the per-actor metrics.
+    actor: &'static str,
     /// Permits for this producer's own messages in flight, so that `flush` waits for exactly them.
     mine: Arc<Semaphore>,
     /// The first failure any of this producer's messages met; reported by the next `send` or `flush`.
@@ -164,7 +177,7 @@ pub struct EdgeSender<A: Actor> {
 impl<A: Actor> Clone for EdgeSender<A> {
     fn clone(&self) -> Self {
         // A clone is a new producer: it flushes only its own messages.
-        self.mailbox.sender()
+        self.mailbox.sender_for(self.actor)
     }
 }
 
@@ -222,12 +235,13 @@ impl<A: Actor> EdgeSender<A> {
         let (mine, room) = self.take_room().await?;
         let stats = self.mailbox.stats.clone();
         stats.enter();
+        crate::metrics::actor_sent(self.actor, 1);
         let request = self.mailbox.addr.send(msg);
         let failure = self.failure.clone();
         let name = stats.name;
         actix_rt::spawn(async move {
             let outcome = request.await;
-            stats.leave();
+            stats.leave(matches!(outcome, Ok(Ok(()))));
             drop(room);
             let err = match outcome {
                 Ok(Ok(())) => None,
@@ -256,8 +270,9 @@ impl<A: Actor> EdgeSender<A> {
         let (mine, room) = self.take_room().await?;
         let stats = self.mailbox.stats.clone();
         stats.enter();
+        crate::metrics::actor_sent(self.actor, 1);
         let outcome = self.mailbox.addr.send(msg).await;
-        stats.leave();
+        stats.leave(matches!(outcome, Ok(Ok(_))));
         drop(room);
         drop(mine);
         outcome.map_err(|_| PipelineError::Closed(stats.name))?

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+
+mod report;
 
 /// How a snapshot ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl Handler<Ingest> for ParserPool {
         let job = IngestJob {
             snapshot,
             shards,
-            writer: self.writer.sender(),
+            writer: self.writer.sender_for("parser"),
             workers: self.workers,
             chunk_bytes: self.chunk_bytes,
             progress: self.progress.clone(),
@@ -200,7 +201,10 @@ impl IngestJob {
         self.progress.size.store(s.size, Ordering::Relaxed);
         self.progress.bytes.store(0, Ordering::Relaxed);
         self.progress.rows.store(0, Ordering::Relaxed);
-        let result = self.stream().await;
+        let result = tokio::select! {
+            r = self.stream() => r,
+            never = report::log_progress(s, &self.progress) => match never {},
+        };
         self.progress.file_id.store(0, Ordering::Relaxed);
         result
     }
@@ -228,7 +232,6 @@ impl IngestJob {
         let mut rejected = 0u64;
         let mut valid = 0u64;
         let mut parsing = FuturesOrdered::new();
-        let mut last_log = Instant::now();
         let mut reader_done = false;
         // File line number of the next chunk's first line (the header is line 1).
         let mut next_line = 2u64;
@@ -282,9 +285,7 @@ impl IngestJob {
             self.route(&senders, parsed.rows).await?;
             if !parsed.rejects.is_empty() {
                 for r in &parsed.rejects {
-                    metrics::counter!(crate::metrics::ROWS_REJECTED,
-                        "source" => s.source.to_string(), "reason" => r.reason.as_str())
-                    .increment(1);
+                    crate::metrics::rows_rejected(&s.source, r.reason.as_str(), 1);
                 }
                 self.writer
                     .send(WriteRejects {
@@ -292,15 +293,6 @@ impl IngestJob {
                         rejects: parsed.rejects,
                     })
                     .await?;
-            }
-            if last_log.elapsed().as_secs() >= 5 {
-                last_log = Instant::now();
-                let rows = valid + rejected;
-                let pct = 100.0 * self.progress.bytes.load(Ordering::Relaxed) as f64
-                    / s.size.max(1) as f64;
-                let rate = rows as f64 / s.admitted.elapsed().as_secs_f64().max(1e-3);
-                tracing::info!(source = %s.source, file_id = s.file_id, rows, percent = format!("{pct:.0}"),
-                    rows_per_s = rate as u64, "ingesting");
             }
         }
         let busy = self.beat.busy();

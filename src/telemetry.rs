@@ -1,4 +1,4 @@
-//! Logging and the metrics recorder.
+//! Logging (the metrics recorder is installed by [`crate::metrics::install`]).
 
 use tracing_subscriber::EnvFilter;
 

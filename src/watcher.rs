@@ -472,11 +472,13 @@ impl TakeJob {
             Ok(true) => left.push(take),
             Ok(false) => {}
             Err(e) if e.is_transient() => {
+                crate::metrics::actor_error("watcher");
                 tracing::warn!(source = %self.name, file = %take.name, error = %e,
                     "snapshot failed; it will be retried with state rebuilt from the database");
                 return Taken::Retry;
             }
             Err(e) => {
+                crate::metrics::actor_error("watcher");
                 tracing::error!(source = %self.name, file = %take.name, error = %e, "file cannot be read");
                 match self.fail(&take, "unreadable").await {
                     Ok(true) => left.push(take),
@@ -492,8 +494,7 @@ impl TakeJob {
     async fn supersede(&self, c: &Candidate) -> Result<bool, PipelineError> {
         self.close_unprocessed(c, "superseded", "a newer snapshot was waiting")
             .await?;
-        metrics::counter!(crate::metrics::FILES, "source" => self.name.to_string(), "status" => "superseded")
-            .increment(1);
+        crate::metrics::file_closed(&self.name, "superseded");
         tracing::info!(source = %self.name, file = %c.name, "superseded by a newer snapshot");
         move_out(&c.path, &self.source.archive)
     }
@@ -548,44 +549,23 @@ impl TakeJob {
         });
         tracing::info!(source = %self.name, file = %c.name, file_id, header = layout.version(),
             resumed = resumed.is_some(), bytes = c.size, "snapshot admitted");
+        crate::metrics::actor_received("watcher", 1);
         let outcome = self.parser.sender().call(Ingest(snapshot.clone())).await?;
         let seconds = snapshot.admitted.elapsed().as_secs_f64();
         match outcome {
             Outcome::Done(counts) => {
                 self.stats.files_done.fetch_add(1, Ordering::Relaxed);
-                let src = self.name.to_string();
-                for (outcome, n) in [
-                    ("new", counts.new),
-                    ("changed", counts.changed),
-                    ("unchanged", counts.unchanged),
-                    ("duplicate", counts.duplicate),
-                    ("conflict", counts.conflict),
-                    ("rejected", counts.rejected),
-                ] {
-                    metrics::counter!(crate::metrics::ROWS, "source" => src.clone(), "outcome" => outcome)
-                        .increment(n);
-                }
-                metrics::counter!(crate::metrics::ROWS_REMOVED, "source" => src.clone())
-                    .increment(counts.removed);
-                metrics::histogram!(crate::metrics::SNAPSHOT_DURATION, "source" => src.clone())
-                    .record(seconds);
-                metrics::gauge!(crate::metrics::SNAPSHOT_LAST_SUCCESS, "source" => src.clone())
-                    .set(
-                        SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs_f64(),
-                    );
-                metrics::counter!(crate::metrics::FILES, "source" => src, "status" => "done")
-                    .increment(1);
+                crate::metrics::rows(&self.name, &counts);
+                crate::metrics::snapshot_succeeded(&self.name, seconds);
+                crate::metrics::file_closed(&self.name, "done");
                 tracing::info!(source = %self.name, file = %c.name, file_id, rows = counts.rows, new = counts.new,
                     changed = counts.changed, unchanged = counts.unchanged, duplicate = counts.duplicate,
                     conflict = counts.conflict, rejected = counts.rejected, removed = counts.removed,
-                    seconds = format!("{seconds:.3}"), "snapshot done");
+                    seconds = format!("{seconds:.3}"), rows_per_s = (counts.rows as f64 / seconds.max(1e-3)) as u64,
+                    "snapshot done");
             }
             Outcome::Duplicate { original } => {
-                metrics::counter!(crate::metrics::FILES, "source" => self.name.to_string(), "status" => "duplicate_file")
-                    .increment(1);
+                crate::metrics::file_closed(&self.name, "duplicate_file");
                 tracing::info!(source = %self.name, file = %c.name, file_id, original,
                     "same content as an earlier file: recorded duplicate_file");
             }
@@ -631,7 +611,7 @@ impl TakeJob {
     async fn fail(&self, c: &Candidate, reason: &str) -> Result<bool, PipelineError> {
         let id = self.close_unprocessed(c, "failed", reason).await?;
         self.stats.files_failed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::FILES, "source" => self.name.to_string(), "status" => "failed").increment(1);
+        crate::metrics::file_closed(&self.name, "failed");
         tracing::warn!(source = %self.name, file = %c.name, file_id = id, reason, "file failed");
         move_out(&c.path, &self.source.failed_dir())
     }

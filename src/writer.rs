@@ -477,9 +477,7 @@ impl Handler<WriteChanges> for EventLogWriter {
                     stats.events.fetch_add(n, Ordering::Relaxed);
                     for kind in [ChangeKind::New, ChangeKind::Changed] {
                         let k = changes.iter().filter(|c| c.kind == kind).count() as u64;
-                        metrics::counter!(crate::metrics::EVENTS_WRITTEN,
-                            "source" => snapshot.source.to_string(), "kind" => kind.as_str())
-                        .increment(k);
+                        crate::metrics::events_written(&snapshot.source, kind.as_str(), k);
                     }
                     signal.notify();
                     Ok(())
@@ -546,9 +544,7 @@ impl Handler<WriteRemoved> for EventLogWriter {
                     .map_err(q("counting events"))?;
                     tx.commit().await.map_err(q("committing removed events"))?;
                     stats.events.fetch_add(n, Ordering::Relaxed);
-                    metrics::counter!(crate::metrics::EVENTS_WRITTEN,
-                        "source" => s.source.to_string(), "kind" => "removed")
-                    .increment(n);
+                    crate::metrics::events_written(&s.source, "removed", n);
                     signal.notify();
                     Ok(())
                 })

@@ -8,6 +8,8 @@ pub use actors::{ActorView, Actors, Probe};
 
 mod probe;
 
+mod metrics;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -77,6 +79,7 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/admin/actors", get(actors::actors))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state.clone())
         .merge(api::router(state))
 }

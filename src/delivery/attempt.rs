@@ -85,9 +85,9 @@ pub async fn send(
         Ok(r) => r,
         Err(e) => {
             let error = if e.is_timeout() {
-                "timeout"
+                super::ERROR_TIMEOUT
             } else if e.is_connect() {
-                "connection failed"
+                super::ERROR_CONNECT
             } else {
                 "request failed"
             };

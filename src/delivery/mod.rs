@@ -39,6 +39,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
+/// The error recorded when an attempt timed out (its metrics class is `timeout`).
+pub const ERROR_TIMEOUT: &str = "timeout";
+/// The error recorded when the sink could not be reached (its metrics class is `connect`).
+pub const ERROR_CONNECT: &str = "connection failed";
+
 /// Settings of a sink an operator may change while it runs (SPEC §5: concurrency, rate limit, pause).
 #[derive(Debug)]
 pub struct SinkControl {
@@ -266,6 +271,7 @@ impl Engine {
                 Err(e) => {
                     failures += 1;
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::actor_error("delivery");
                     tracing::warn!(sink = %self.sink.name, error = %e, "delivery round failed; backing off");
                     let backoff = policy::backoff(
                         failures as i32 + 1,
@@ -357,8 +363,12 @@ impl Engine {
         self.stats
             .in_flight
             .store(claimed.len() as u64, Ordering::Relaxed);
+        crate::metrics::actor_received("delivery", claimed.len() as u64);
         let ids: Vec<uuid::Uuid> = claimed.iter().map(|c| c.event_id).collect();
         let events = outbox::events(&c, &ids).await?;
+        // When each event was committed, for the commit-to-completion latency.
+        let committed: HashMap<uuid::Uuid, SystemTime> =
+            events.iter().map(|(id, e)| (*id, e.observed_at)).collect();
         let results = match self.sink.kind {
             SinkKind::File => self.write_file(&claimed, events).await,
             _ => {
@@ -369,7 +379,7 @@ impl Engine {
         let finished = self.settle(results, probing);
         outbox::finish(&mut c, &self.owner, &finished).await?;
         self.stats.in_flight.store(0, Ordering::Relaxed);
-        self.account(&finished);
+        self.account(&finished, &committed);
         Ok(
             if self.circuit.is_open() || self.control.paused.load(Ordering::Relaxed) {
                 Next::Wait(self.poll)
@@ -526,8 +536,7 @@ impl Engine {
                 .count();
             if hits > 0 && self.pause.record(hits, Instant::now()) {
                 if !self.control.paused.swap(true, Ordering::Relaxed) {
-                    metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.sink.name.clone())
-                        .set(1.0);
+                    crate::metrics::sink_paused(&self.sink.name, true);
                     tracing::warn!(sink = %self.sink.name, hits,
                         "sink paused: permanent errors (401/403/404/422) across the board; rows stay available");
                 }
@@ -610,25 +619,26 @@ impl Engine {
             .collect()
     }
 
-    fn account(&self, finished: &[Finished]) {
-        let mut completed = 0;
+    fn account(&self, finished: &[Finished], committed: &HashMap<uuid::Uuid, SystemTime>) {
+        let now = SystemTime::now();
+        let mut latencies = Vec::new();
         for f in finished.iter().filter(|f| f.attempted) {
-            let class = match f.status {
-                Some(s) => format!("{}xx", s / 100),
-                None if f.state == "completed" => "ok".into(),
-                None => "error".into(),
-            };
-            metrics::counter!(crate::metrics::ATTEMPTS, "sink" => self.sink.name.clone(), "class" => class)
-                .increment(1);
-            if f.state == "completed" {
-                completed += 1;
+            let completed = f.state == "completed";
+            let class = crate::metrics::attempt_class(f.status, completed, f.error.as_deref());
+            crate::metrics::attempt(&self.sink.name, class, f.duration.as_secs_f64());
+            if completed {
+                let at = committed.get(&f.claim.event_id).copied().unwrap_or(now);
+                latencies.push(now.duration_since(at).unwrap_or_default().as_secs_f64());
             } else {
                 self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.stats.completed.fetch_add(completed, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::DELIVERED, "sink" => self.sink.name.clone())
-            .increment(completed);
+        let attempted = finished.iter().filter(|f| f.attempted).count() as u64;
+        crate::metrics::actor_sent("delivery", attempted);
+        self.stats
+            .completed
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        crate::metrics::delivered(&self.sink.name, &latencies);
     }
 }
 
@@ -664,7 +674,7 @@ impl Handler<Pause> for DeliveryActor {
     type Result = ();
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
         self.control.paused.store(true, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.name.clone()).set(1.0);
+        crate::metrics::sink_paused(&self.name, true);
         tracing::info!(sink = %self.name, "sink paused by request");
     }
 }
@@ -674,7 +684,7 @@ impl Handler<Resume> for DeliveryActor {
     fn handle(&mut self, _: Resume, _: &mut Context<Self>) {
         self.control.paused.store(false, Ordering::Relaxed);
         self.control.resumes.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::SINK_PAUSED, "sink" => self.name.clone()).set(0.0);
+        crate::metrics::sink_paused(&self.name, false);
         tracing::info!(sink = %self.name, "sink resumed");
         self.control.wake.notify_one();
     }

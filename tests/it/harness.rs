@@ -335,6 +335,15 @@ fn ensure_server_binaries() -> Result<(), String> {
         );
     }
     eprintln!("PostgreSQL server binaries not found: installing the `postgresql` package");
+    apt_install(&["postgresql"]);
+    embedded::server_bin_dir()
+        .map(|_| ())
+        .map_err(|e| format!("after `apt-get install -y postgresql`: {}", chain(&e)))
+}
+
+/// `apt-get install -y <args>`, updating the package lists first if that fails (a fresh machine has none).
+/// Answers whether it succeeded; the caller checks for what it needed.
+pub fn apt_install(args: &[&str]) -> bool {
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -343,13 +352,8 @@ fn ensure_server_binaries() -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !apt(&["install", "-y", "postgresql"]) {
-        apt(&["update"]);
-        apt(&["install", "-y", "postgresql"]);
-    }
-    embedded::server_bin_dir()
-        .map(|_| ())
-        .map_err(|e| format!("after `apt-get install -y postgresql`: {}", chain(&e)))
+    let install = [&["install", "-y"], args].concat();
+    apt(&install) || (apt(&["update"]) && apt(&install))
 }
 
 /// `url` with its database replaced by `db`; `url` is a `postgres://` URL or a libpq `key=value` string.

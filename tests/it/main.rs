@@ -12,6 +12,7 @@ mod harness;
 mod ingest;
 mod migrations;
 mod operate;
+mod prometheus;
 mod service;
 mod sinks;
 mod supervision;
