@@ -399,33 +399,6 @@ async fn the_files_route_shows_the_ledger_newest_first_with_balanced_counts() {
     assert_eq!(c.get("/admin/files?limit=0").await.0, 400);
 }
 
-/// Field values of the first `n` data rows of a snapshot, from columns that are PHI.
-fn phi_values(path: &std::path::Path, n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split('|').collect();
-    let columns = [
-        "PIDPATIENTKEY",
-        "OBRACCESSIONNUM",
-        "PIDLASTNAME",
-        "PIDFIRSTNAME",
-        "PIDDATEOFBIRTH",
-        "PIDADDRESSLINE1",
-        "PIDHOMEPHONE",
-    ];
-    let mut out = Vec::new();
-    for line in lines.take(n) {
-        let fields: Vec<&str> = line.split('|').collect();
-        for c in columns {
-            let i = header.iter().position(|h| *h == c).unwrap();
-            if fields.get(i).is_some_and(|v| v.len() >= 4) {
-                out.push(fields[i].to_string());
-            }
-        }
-    }
-    out
-}
-
 #[actix_rt::test]
 async fn deliveries_are_paged_by_id_filtered_by_state_and_hold_no_record_value() {
     let t = spawn_app(with_admin(Options::default())).await;
@@ -481,7 +454,7 @@ async fn deliveries_are_paged_by_id_filtered_by_state_and_hold_no_record_value()
     let (_, summary) = c.get("/admin/deliveries/summary").await;
     text.push_str(&summary.to_string());
 
-    let values = phi_values(&s0, 10);
+    let values = crate::app::phi_values(&s0, 10);
     assert!(values.len() >= 40, "{} values", values.len());
     for v in values {
         assert!(!text.contains(&v), "a record value reached the admin API");
@@ -516,6 +489,11 @@ async fn sluice_status_prints_each_sources_last_snapshot_and_deliveries_by_state
     let k = &truth0.counts;
     for expected in [
         "Supervision tree".to_string(),
+        "  root (supervisor): running, 0 restart(s)".to_string(),
+        "    ingest (supervisor): running, 0 restart(s)".to_string(),
+        "      writer (writer): running, 0 restart(s)".to_string(),
+        "      watcher.eclrs (watcher): running, 0 restart(s)".to_string(),
+        "      delivery.file (delivery): running, 0 restart(s)".to_string(),
         format!("S_0000.TXT #{}: done", f0.id),
         format!(
             "rows {}: new {} changed {} unchanged {} duplicate {} conflict {} rejected {} removed {}",

@@ -447,3 +447,35 @@ impl TestApp {
         app.delivery[i].clone()
     }
 }
+
+/// Values of PHI and key columns from the first `rows` data rows of an ECLRS file (rows without quoted fields,
+/// which split on `|` simply), long enough not to occur by chance in other text.
+pub fn phi_values(path: &Path, rows: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('|').collect();
+    let columns = [
+        "PIDPATIENTKEY",
+        "OBRACCESSIONNUM",
+        "PIDLASTNAME",
+        "PIDFIRSTNAME",
+        "PIDDATEOFBIRTH",
+        "PIDADDRESSLINE1",
+        "PIDHOMEPHONE",
+    ];
+    let at: Vec<usize> = columns
+        .iter()
+        .map(|c| header.iter().position(|h| h == c).expect(c))
+        .collect();
+    lines
+        .filter(|l| !l.contains('"'))
+        .take(rows)
+        .flat_map(|l| {
+            let fields: Vec<&str> = l.split('|').collect();
+            at.iter()
+                .filter_map(|i| fields.get(*i).map(|v| v.trim().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| v.len() >= 5)
+        .collect()
+}

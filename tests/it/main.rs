@@ -12,6 +12,7 @@ mod harness;
 mod ingest;
 mod migrations;
 mod operate;
+mod phi;
 mod prometheus;
 mod service;
 mod sinks;

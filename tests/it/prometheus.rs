@@ -324,37 +324,6 @@ async fn prometheus_scrapes_sluices_series_and_evaluates_its_alert_rules() {
     t.stop().await;
 }
 
-/// Values of PHI and key columns from the first rows of an ECLRS file (rows without quoted fields, which split
-/// on `|` simply). Only values long enough not to occur by chance in metric text.
-fn snapshot_values(path: &Path, rows: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split('|').collect();
-    let columns = [
-        "PIDLASTNAME",
-        "PIDFIRSTNAME",
-        "PIDDATEOFBIRTH",
-        "PIDADDRESSLINE1",
-        "PIDPATIENTKEY",
-        "OBRACCESSIONNUM",
-    ];
-    let at: Vec<usize> = columns
-        .iter()
-        .map(|c| header.iter().position(|h| h == c).expect(c))
-        .collect();
-    lines
-        .filter(|l| !l.contains('"'))
-        .take(rows)
-        .flat_map(|l| {
-            let fields: Vec<&str> = l.split('|').collect();
-            at.iter()
-                .filter_map(|i| fields.get(*i).map(|v| v.trim().to_string()))
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| v.len() >= 5)
-        .collect()
-}
-
 #[actix_rt::test]
 async fn metrics_carry_no_snapshot_value_and_every_histogram_has_its_buckets() {
     let (mut t, snapshot, truth) = ingested_app(92).await;
@@ -365,8 +334,7 @@ async fn metrics_carry_no_snapshot_value_and_every_histogram_has_its_buckets() {
         .await
         .unwrap();
 
-    std::fs::write("/tmp/sluice-metrics.txt", &text).unwrap();
-    let mut values = snapshot_values(&snapshot, 50);
+    let mut values = crate::app::phi_values(&snapshot, 50);
     values.extend(truth.new.iter().take(50).flatten().cloned());
     assert!(
         values.len() > 200,
