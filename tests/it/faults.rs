@@ -24,7 +24,7 @@ const OPEN: &str =
     "SELECT count(*) FROM deliveries WHERE state IN ('available', 'retryable', 'executing')";
 
 /// A webhook sink to the fake API, quick to retry.
-fn webhook_sink(api: &FakeApi, concurrency: usize) -> String {
+pub fn webhook_sink(api: &FakeApi, concurrency: usize) -> String {
     format!(
         "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nconcurrency = {concurrency}\n\
          timeout = \"5s\"\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
@@ -162,10 +162,15 @@ async fn assert_file(t: &TestApp, file_id: i64, truth: &GroundTruth) {
 }
 
 /// `sluice run` as a child process, killed when dropped (so a failing test leaves none behind).
-struct Sluice(Child);
+pub struct Sluice(Child);
 
 impl Sluice {
     fn spawn(config: &Path, log: &Path) -> Sluice {
+        Sluice::spawn_with(config, log, &[])
+    }
+
+    /// As `spawn`, with extra environment variables (`SLUICE_FAULTS`, configuration overrides).
+    pub fn spawn_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Sluice {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -183,6 +188,7 @@ impl Sluice {
             // A killed process's leases come back soon, not after the default minute.
             .env("SLUICE_DELIVERY__LEASE", "2s")
             .env("SLUICE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -197,8 +203,12 @@ impl Sluice {
         let _ = self.0.wait();
     }
 
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 }
 
@@ -208,7 +218,7 @@ impl Drop for Sluice {
     }
 }
 
-fn tail(log: &Path) -> String {
+pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
