@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use sluice::gen::GroundTruth;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,16 @@ impl Drop for Sluice {
     }
 }
 
+/// For a pipeline run as a child process: a TestApp that lends its database, directories and helpers, the
+/// configuration file written for it, and the path of its log.
+pub async fn for_child(options: Options) -> (TestApp, PathBuf, PathBuf) {
+    let t = TestApp::unstarted(test_db().await, options);
+    let config = t.path("sluice.toml");
+    std::fs::write(&config, config_toml(&t.db, t.dir.path(), &t.options)).unwrap();
+    let log = t.path("sluice.log");
+    (t, config, log)
+}
+
 pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -250,11 +260,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
         sinks: Some(webhook_sink(&api, 8)),
         ..Options::default()
     };
-    // The pipeline runs in a child process; the TestApp lends its database, directories and helpers.
-    let t = TestApp::unstarted(test_db().await, options);
-    let config = t.path("sluice.toml");
-    std::fs::write(&config, config_toml(&t.db, t.dir.path(), &t.options)).unwrap();
-    let log = t.path("sluice.log");
+    let (t, config, log) = for_child(options).await;
     let (s0, truth0) = t.generate(gen_args(&t.path("s0.TXT"), 20_000, rng.random(), None));
     let (s1, truth1) = t.generate(gen_args(&t.path("s1.TXT"), 20_000, rng.random(), Some(&s0)));
     let (name0, name1) = ("ECLRS_20260101_0000.TXT", "ECLRS_20260101_0030.TXT");

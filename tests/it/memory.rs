@@ -2,9 +2,8 @@
 //! (~325 MB) while its resident set is sampled. In-flight batches never exceed the edge bounds and the process
 //! grows only by the per-key structures the design accounts for — never with the file (SPEC §2).
 
-use crate::app::{assert_ledger, config_toml, gen_args, Options, TestApp};
-use crate::faults::{tail, webhook_sink, Sluice};
-use crate::harness::test_db;
+use crate::app::{assert_ledger, gen_args, Options};
+use crate::faults::{for_child, tail, webhook_sink, Sluice};
 use serde_json::Value;
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,10 +153,7 @@ async fn a_500k_row_snapshot_with_a_slow_writer_and_sink_stays_within_the_bounds
         sinks: Some(webhook_sink(&api, 4)),
         ..Options::default()
     };
-    let t = TestApp::unstarted(test_db().await, options);
-    let config = t.path("sluice.toml");
-    std::fs::write(&config, config_toml(&t.db, t.dir.path(), &t.options)).unwrap();
-    let log = t.path("sluice.log");
+    let (t, config, log) = for_child(options).await;
     let (snapshot, truth) = t.generate(gen_args(&t.path("big.TXT"), ROWS, 71, None));
     let file_size = std::fs::metadata(&snapshot).unwrap().len();
 
