@@ -1,13 +1,17 @@
-//! Fault injection for tests: "panic in actor X at batch N", "hang in actor X at batch N", a slow writer.
+//! Fault injection for tests: "panic in actor X at batch N", "hang in actor X at batch N", a slow stage.
 //!
 //! The plan is compiled only with the `fault-injection` feature, which the integration tests enable through a
 //! dev-dependency on the crate itself; without it [`Faults`] is an empty value whose checks compile to nothing,
 //! so a release build carries no fault code. A plan belongs to one pipeline (tests run many in one process); the
-//! `sluice` binary built with the feature also reads one from `SLUICE_FAULTS`, e.g. `writer:panic:every` or
-//! `dedupe:panic:3,writer:hang:2`.
+//! `sluice` binary built with the feature also reads one from `SLUICE_FAULTS`, e.g. `writer:panic:every`,
+//! `dedupe:panic:3,writer:hang:2` or `writer:delay:20ms` (a slow database: the writer sleeps before every batch).
 
 /// The places faults can be injected: one per actor kind, hit once per batch (or round) it handles.
 pub const POINTS: &[&str] = &["watcher", "parser", "dedupe", "writer", "delivery"];
+
+/// The points that can be slowed down (`point:delay:<duration>`): those checked on an async path, where a sleep
+/// holds the batch without blocking a thread.
+pub const DELAY_POINTS: &[&str] = &["parser", "writer", "delivery"];
 
 #[cfg(feature = "fault-injection")]
 mod plan {
@@ -35,6 +39,8 @@ mod plan {
     #[derive(Debug, Clone, Default)]
     pub struct Faults {
         inner: Arc<Mutex<HashMap<&'static str, (Fault, u64)>>>,
+        /// How long each slowed point sleeps on every hit.
+        delays: Arc<Mutex<HashMap<&'static str, Duration>>>,
     }
 
     impl Faults {
@@ -65,7 +71,23 @@ mod plan {
             self.add(point, Action::Hang, n.max(1))
         }
 
-        /// A plan from text such as `writer:panic:every,dedupe:hang:3`.
+        /// Sleep `d` on every batch `point` handles (one of [`DELAY_POINTS`](super::DELAY_POINTS)), before
+        /// handling it; combines with a panic or hang at the same point.
+        pub fn delay(self, point: &'static str, d: Duration) -> Self {
+            assert!(
+                super::DELAY_POINTS.contains(&point),
+                "{point} cannot be delayed"
+            );
+            self.delays.lock().expect("faults").insert(point, d);
+            self
+        }
+
+        /// The delay of `point`, if it is slowed.
+        pub fn delay_of(&self, point: &'static str) -> Option<Duration> {
+            self.delays.lock().expect("faults").get(point).copied()
+        }
+
+        /// A plan from text such as `writer:panic:every,dedupe:hang:3,writer:delay:20ms`.
         pub fn parse(text: &str) -> Result<Faults, String> {
             let mut faults = Faults::default();
             for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -76,6 +98,18 @@ mod plan {
                 let point = super::POINTS.iter().find(|p| **p == point).ok_or_else(|| {
                     format!("`{item}`: unknown point (one of {:?})", super::POINTS)
                 })?;
+                if action == "delay" {
+                    if !super::DELAY_POINTS.contains(point) {
+                        return Err(format!(
+                            "`{item}`: only {:?} can be delayed",
+                            super::DELAY_POINTS
+                        ));
+                    }
+                    let d = humantime::parse_duration(at)
+                        .map_err(|e| format!("`{item}`: bad delay: {e}"))?;
+                    faults = faults.delay(point, d);
+                    continue;
+                }
                 let at = match at {
                     "every" => 0,
                     n => n
@@ -85,7 +119,7 @@ mod plan {
                 faults = match action {
                     "panic" => faults.add(point, Action::Panic, at),
                     "hang" => faults.add(point, Action::Hang, at),
-                    _ => return Err(format!("`{item}`: action is panic or hang")),
+                    _ => return Err(format!("`{item}`: action is panic, hang or delay")),
                 };
             }
             Ok(faults)
@@ -135,9 +169,12 @@ pub(crate) fn check_panic(faults: &Faults, point: &'static str) {
 #[inline(always)]
 pub(crate) fn check_panic(_: &Faults, _: &'static str) {}
 
-/// As [`check_panic`], for async work: also hangs for ever where the plan says so.
+/// As [`check_panic`], for async work: also hangs for ever, or sleeps first, where the plan says so.
 #[cfg(feature = "fault-injection")]
 pub(crate) async fn check(faults: &Faults, point: &'static str) {
+    if let Some(d) = faults.delay_of(point) {
+        tokio::time::sleep(d).await;
+    }
     match faults.hit(point) {
         Some(Action::Panic) => panic!("injected fault"),
         Some(Action::Hang) => std::future::pending::<()>().await,
@@ -148,3 +185,27 @@ pub(crate) async fn check(faults: &Faults, point: &'static str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) async fn check(_: &Faults, _: &'static str) {}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_plan_parses_panics_hangs_and_delays() {
+        let f = Faults::parse("writer:panic:2, writer:delay:20ms,delivery:delay:1s").unwrap();
+        assert_eq!(f.delay_of("writer"), Some(Duration::from_millis(20)));
+        assert_eq!(f.delay_of("delivery"), Some(Duration::from_secs(1)));
+        assert_eq!(f.delay_of("parser"), None);
+        assert_eq!(f.hit("writer"), None);
+        assert_eq!(f.hit("writer"), Some(Action::Panic));
+        assert_eq!(f.hit("writer"), None);
+    }
+
+    #[test]
+    fn a_bad_delay_is_refused() {
+        for bad in ["writer:delay:soon", "dedupe:delay:20ms", "writer:slow:20ms"] {
+            assert!(Faults::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -98,6 +98,8 @@ pub struct FileWatcher {
     /// instance may have committed changes meanwhile.
     shards: Vec<Mailbox<DedupeShard>>,
     faults: Faults,
+    /// Order key of the newest file taken (`pending = "latest"`: an older one arriving later is superseded).
+    last_taken: Option<(usize, String, SystemTime)>,
 }
 
 impl FileWatcher {
@@ -111,6 +113,7 @@ impl FileWatcher {
     ) -> Self {
         FileWatcher {
             faults,
+            last_taken: None,
             lock: None,
             locking: false,
             db_url,
@@ -288,10 +291,23 @@ impl FileWatcher {
         let (take, supersede) = match self.source.pending {
             Pending::Latest => {
                 let newest = complete.pop().expect("not empty");
-                (newest, complete)
+                if self
+                    .last_taken
+                    .as_ref()
+                    .is_some_and(|last| newest.order_key() < *last)
+                {
+                    // Arrived after a newer snapshot was taken: that one supersedes it too.
+                    complete.push(newest);
+                    (None, complete)
+                } else {
+                    (Some(newest), complete)
+                }
             }
-            Pending::All => (complete.remove(0), Vec::new()),
+            Pending::All => (Some(complete.remove(0)), Vec::new()),
         };
+        if let Some(t) = &take {
+            self.last_taken = Some(t.order_key());
+        }
         crate::faults::check_panic(&self.faults, "watcher");
         self.busy = true;
         let job = TakeJob {
@@ -456,7 +472,7 @@ struct TakeJob {
 }
 
 impl TakeJob {
-    async fn run(self, take: Candidate, supersede: Vec<Candidate>) -> Taken {
+    async fn run(self, take: Option<Candidate>, supersede: Vec<Candidate>) -> Taken {
         let mut left = Vec::new();
         for old in supersede {
             match self.supersede(&old).await {
@@ -468,6 +484,9 @@ impl TakeJob {
                 }
             }
         }
+        let Some(take) = take else {
+            return Taken::Closed { left };
+        };
         match self.ingest(&take).await {
             Ok(true) => left.push(take),
             Ok(false) => {}
@@ -492,8 +511,12 @@ impl TakeJob {
 
     /// Records an older waiting file as superseded. Answers whether it was left in the inbox.
     async fn supersede(&self, c: &Candidate) -> Result<bool, PipelineError> {
-        self.close_unprocessed(c, "superseded", "a newer snapshot was waiting")
-            .await?;
+        self.close_unprocessed(
+            c,
+            "superseded",
+            "a newer snapshot was waiting or already taken",
+        )
+        .await?;
         crate::metrics::file_closed(&self.name, "superseded");
         tracing::info!(source = %self.name, file = %c.name, "superseded by a newer snapshot");
         move_out(&c.path, &self.source.archive)

@@ -3,12 +3,11 @@
 //! change delivered, none applied twice downstream, every ledger balanced, nothing dead.
 
 use crate::app::{
-    assert_ledger, config_toml, expected_events, gen_args, spawn_app, spawn_app_on, Options,
-    TestApp,
+    assert_ledger, expected_events, gen_args, spawn_app, spawn_app_on, Options, TestApp,
 };
-use crate::harness::{test_db, PrivateCluster, TestDb};
+use crate::harness::{PrivateCluster, TestDb};
 use crate::operate::status;
-use crate::service::{tail, Sluice};
+use crate::service::{for_child, tail, Sluice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
@@ -23,7 +22,7 @@ const OPEN: &str =
     "SELECT count(*) FROM deliveries WHERE state IN ('available', 'retryable', 'executing')";
 
 /// A webhook sink to the fake API, quick to retry.
-fn webhook_sink(api: &FakeApi, concurrency: usize) -> String {
+pub fn webhook_sink(api: &FakeApi, concurrency: usize) -> String {
     format!(
         "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nconcurrency = {concurrency}\n\
          timeout = \"5s\"\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
@@ -186,11 +185,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
         sinks: Some(webhook_sink(&api, 8)),
         ..Options::default()
     };
-    // The pipeline runs in a child process; the TestApp lends its database, directories and helpers.
-    let t = TestApp::unstarted(test_db().await, options);
-    let config = t.path("sluice.toml");
-    std::fs::write(&config, config_toml(&t.db, t.dir.path(), &t.options)).unwrap();
-    let log = t.path("sluice.log");
+    let (t, config, log) = for_child(options).await;
     let (s0, truth0) = t.generate(gen_args(&t.path("s0.TXT"), 20_000, rng.random(), None));
     let (s1, truth1) = t.generate(gen_args(&t.path("s1.TXT"), 20_000, rng.random(), Some(&s0)));
     let (name0, name1) = ("ECLRS_20260101_0000.TXT", "ECLRS_20260101_0030.TXT");

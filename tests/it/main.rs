@@ -10,6 +10,7 @@ mod embedded;
 mod faults;
 mod harness;
 mod ingest;
+mod memory;
 mod migrations;
 mod operate;
 mod phi;

@@ -4,7 +4,7 @@
 
 use crate::app::{config_toml, gen_args, phi_values, Options};
 use crate::harness::test_db;
-use crate::service::{tail, Sluice};
+use crate::service::{free_port, tail, Sluice};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,7 @@ async fn no_record_value_reaches_the_logs_metrics_or_admin_api() {
     };
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let log = dir.path().join("sluice.log");
     let mut service = Sluice::spawn(
         &config,

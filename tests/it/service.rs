@@ -1,6 +1,8 @@
 //! `sluice run` as a child process of a test: the real binary, with its own configuration file and log.
 
-use std::path::Path;
+use crate::app::{config_toml, Options, TestApp};
+use crate::harness::test_db;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,10 @@ impl Sluice {
             .spawn()
             .expect("sluice starts");
         Sluice(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 
     /// SIGKILL: no destructor, no drain, no lease release.
@@ -68,9 +74,28 @@ impl Drop for Sluice {
     }
 }
 
+/// For a pipeline run as a child process: a TestApp that lends its database, directories and helpers, the
+/// configuration file written for it, and the path of its log.
+pub async fn for_child(options: Options) -> (TestApp, PathBuf, PathBuf) {
+    let t = TestApp::unstarted(test_db().await, options);
+    let config = t.path("sluice.toml");
+    std::fs::write(&config, config_toml(&t.db, t.dir.path(), &t.options)).unwrap();
+    let log = t.path("sluice.log");
+    (t, config, log)
+}
+
 /// The last 40 lines of a log, for a failure message.
 pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A loopback port free a moment ago (another process could take it before the service binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
