@@ -66,6 +66,8 @@ pub enum PipelineError {
     Parser(String),
     #[error("the pipeline is shutting down")]
     Shutdown,
+    #[error("work of a snapshot attempt that a restart cut short")]
+    Stale,
 }
 
 impl PipelineError {

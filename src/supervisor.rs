@@ -141,6 +141,9 @@ pub struct Cell {
     command: AtomicU8,
     waker: AtomicWaker,
     pub beat: Beat,
+    /// Bumped by every restart the supervisor orders: an exit reported by an earlier generation (one a group
+    /// restart already covered) is not counted again.
+    generation: AtomicU64,
 }
 
 impl Cell {
@@ -206,6 +209,7 @@ impl Cell {
 #[rtype(result = "()")]
 struct ChildExit {
     cell: usize,
+    generation: u64,
     abnormal: bool,
     reason: String,
 }
@@ -228,6 +232,7 @@ impl<A: Actor<Context = Context<A>> + Supervised> Runner<A> {
         self.cell.set_last_exit(reason.clone());
         self.supervisor.do_send(ChildExit {
             cell: self.cell.id,
+            generation: self.cell.generation.load(Ordering::Acquire),
             abnormal,
             reason,
         });
@@ -286,6 +291,7 @@ impl<A: Actor<Context = Context<A>> + Supervised> Future for Runner<A> {
             let Some(fut) = this.fut.as_mut() else {
                 return Poll::Ready(());
             };
+            LAST_PANIC_AT.with(|l| l.borrow_mut().take());
             match catch_unwind(AssertUnwindSafe(|| Pin::new(fut).poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(())) if this.stopping => {
@@ -293,6 +299,11 @@ impl<A: Actor<Context = Context<A>> + Supervised> Future for Runner<A> {
                     return Poll::Ready(());
                 }
                 Ok(Poll::Ready(())) => this.park(false, "stopped by itself".into()),
+                Err(_) if this.stopping => {
+                    // Failing while asked to stop is stopping: nobody restarts it now.
+                    this.cell.set_status(Status::Stopped);
+                    return Poll::Ready(());
+                }
                 Err(payload) => {
                     this.park(true, describe_panic(payload.as_ref(), "handling a message"))
                 }
@@ -487,6 +498,7 @@ impl TreeBuilder {
             command: AtomicU8::new(Command::None as u8),
             waker: AtomicWaker::new(),
             beat: Beat::default(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -651,6 +663,7 @@ impl Supervisor {
             Child::Actor(i) => {
                 let cell = &self.cells[i].0;
                 cell.restarts.fetch_add(1, Ordering::Relaxed);
+                cell.generation.fetch_add(1, Ordering::AcqRel);
                 metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => cell.kind)
                     .increment(1);
                 cell.command(Command::Restart);
@@ -686,7 +699,8 @@ impl Supervisor {
         }
         for i in 0..self.cells.len() {
             let cell = self.cells[i].0.clone();
-            if cell.status() != Status::Running {
+            let restart_pending = cell.command.load(Ordering::Acquire) != Command::None as u8;
+            if cell.status() != Status::Running || restart_pending {
                 continue;
             }
             if let Some(busy) = cell.beat.busy_for().filter(|b| *b > self.stuck_after) {
@@ -701,7 +715,8 @@ impl Supervisor {
         for i in 0..self.threads.len() {
             let entry = &self.threads[i].0;
             let down = entry.thread.as_ref().is_some_and(|t| !t.alive());
-            if down && entry.cell.status() == Status::Running {
+            // Failed: an earlier restart could not start it; trying again counts against the intensity.
+            if down && matches!(entry.cell.status(), Status::Running | Status::Failed) {
                 let reason = format!("the {} thread ended", entry.cell.name);
                 entry.cell.set_status(Status::Failed);
                 entry.cell.set_last_exit(reason.clone());
@@ -763,6 +778,10 @@ impl Handler<ChildExit> for Supervisor {
             return;
         };
         let cell = cell.clone();
+        if msg.generation != cell.generation.load(Ordering::Acquire) {
+            // Already restarted since (a sibling's failure restarted the whole group).
+            return;
+        }
         let restart = match cell.restart {
             RestartType::Permanent => true,
             RestartType::Transient => msg.abnormal,

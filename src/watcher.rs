@@ -100,7 +100,14 @@ pub struct FileWatcher {
     faults: Faults,
     /// Order key of the newest file taken (`pending = "latest"`: an older one arriving later is superseded).
     last_taken: Option<(usize, String, SystemTime)>,
+    /// The file in flight (name, size), and how many ingest restarts happened while each file was in flight. Both
+    /// survive a restart: a file that keeps crashing the pipeline is failed instead of retried for ever.
+    in_flight: Option<(String, u64)>,
+    crashes: HashMap<(String, u64), u32>,
 }
+
+/// Ingest restarts while one file was in flight before that file is failed (`crashed_ingest`).
+pub const MAX_CRASHES_PER_FILE: u32 = 3;
 
 impl FileWatcher {
     pub fn new(
@@ -114,6 +121,8 @@ impl FileWatcher {
         FileWatcher {
             faults,
             last_taken: None,
+            in_flight: None,
+            crashes: HashMap::new(),
             lock: None,
             locking: false,
             db_url,
@@ -308,6 +317,15 @@ impl FileWatcher {
         if let Some(t) = &take {
             self.last_taken = Some(t.order_key());
         }
+        let give_up = take.as_ref().is_some_and(|t| {
+            let crashes = self
+                .crashes
+                .get(&(t.name.clone(), t.size))
+                .copied()
+                .unwrap_or(0);
+            crashes >= MAX_CRASHES_PER_FILE
+        });
+        self.in_flight = take.as_ref().map(|t| (t.name.clone(), t.size));
         crate::faults::check_panic(&self.faults, "watcher");
         self.busy = true;
         let job = TakeJob {
@@ -317,6 +335,7 @@ impl FileWatcher {
             pool: self.pool.clone(),
             parser: self.parser.clone(),
             stats: self.stats.clone(),
+            give_up,
         };
         self.stats
             .files_seen
@@ -328,6 +347,8 @@ impl FileWatcher {
                     act.busy = false;
                     match taken {
                         Taken::Closed { left } => {
+                            // Kept after a failed attempt: the restart that usually follows still counts it.
+                            act.in_flight = None;
                             act.failures = 0;
                             act.retry_at = None;
                             for c in left {
@@ -391,6 +412,9 @@ impl Supervised for FileWatcher {
     /// closes, so the shards reload their state when it is taken again), the file in flight (its ledger row stays
     /// `processing` and is resumed), observations and backoff. `started` then watches and scans afresh.
     fn restarting(&mut self, _: &mut Context<Self>) {
+        if let Some(file) = self.in_flight.take() {
+            *self.crashes.entry(file).or_default() += 1;
+        }
         self.lock = None;
         self.locking = false;
         self.busy = false;
@@ -469,6 +493,8 @@ struct TakeJob {
     pool: Pool,
     parser: Mailbox<ParserPool>,
     stats: Arc<WatcherStats>,
+    /// The file crashed the pipeline too often: fail it rather than ingest it again.
+    give_up: bool,
 }
 
 impl TakeJob {
@@ -487,7 +513,14 @@ impl TakeJob {
         let Some(take) = take else {
             return Taken::Closed { left };
         };
-        match self.ingest(&take).await {
+        let ingested = if self.give_up {
+            tracing::error!(source = %self.name, file = %take.name, crashes = MAX_CRASHES_PER_FILE,
+                "the pipeline restarted each time this file was in flight; failing it");
+            self.fail(&take, "crashed_ingest").await
+        } else {
+            self.ingest(&take).await
+        };
+        match ingested {
             Ok(true) => left.push(take),
             Ok(false) => {}
             Err(e) if e.is_transient() => {

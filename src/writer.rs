@@ -19,6 +19,7 @@ use futures_util::pin_mut;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -74,6 +75,8 @@ pub struct EventLogWriter {
     stats: Arc<WriterStats>,
     beat: Beat,
     faults: Faults,
+    /// When the writer last restarted: work of snapshot attempts admitted before it is refused.
+    stale_before: Option<Instant>,
 }
 
 impl EventLogWriter {
@@ -92,6 +95,7 @@ impl EventLogWriter {
             stats: Arc::default(),
             beat,
             faults,
+            stale_before: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl Supervised for EventLogWriter {
     /// the snapshot in flight is redone by the watcher (SPEC §2 invariant).
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.client = None;
+        self.stale_before = Some(Instant::now());
     }
 }
 
@@ -141,8 +146,15 @@ type Work<T> = Box<
 /// Runs `work` on the writer's connection. Messages are handled one at a time (`AtomicResponse`), in order.
 fn run<T: 'static>(
     act: &mut EventLogWriter,
+    admitted: Instant,
     work: Work<T>,
 ) -> AtomicResponse<EventLogWriter, Result<T, PipelineError>> {
+    if act.stale_before.is_some_and(|restart| admitted < restart) {
+        // Queued by a snapshot attempt that a restart cut short: the next attempt redoes what is not committed.
+        return AtomicResponse::new(Box::pin(
+            async { Err(PipelineError::Stale) }.into_actor(act),
+        ));
+    }
     let url = act.db_url.clone();
     let existing = act.client.take();
     let busy = act.beat.busy();
@@ -206,6 +218,7 @@ impl Handler<BeginFile> for EventLogWriter {
         let s = msg.0;
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
@@ -462,6 +475,7 @@ impl Handler<WriteChanges> for EventLogWriter {
         } = msg;
         run(
             self,
+            snapshot.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     // The batch counts as alive until it is committed.
@@ -512,6 +526,7 @@ impl Handler<WriteRemoved> for EventLogWriter {
             .collect();
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     let source: &str = &s.source;
@@ -569,6 +584,7 @@ impl Handler<WriteRejects> for EventLogWriter {
         let rejects = msg.rejects;
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
@@ -616,6 +632,7 @@ impl Handler<RecordSha> for EventLogWriter {
         let sha = msg.sha256;
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     c.execute(
@@ -657,6 +674,7 @@ impl Handler<MarkDuplicate> for EventLogWriter {
         let reason = format!("same content as file {}", msg.original);
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     let tx = c.transaction().await.map_err(q("opening a transaction"))?;
@@ -706,6 +724,7 @@ impl Handler<Finalize> for EventLogWriter {
         let revived: Vec<i64> = revived.iter().map(|k| *k as i64).collect();
         run(
             self,
+            s.admitted,
             Box::new(move |c| {
                 Box::pin(async move {
                     let mut raws = Vec::with_capacity(conflicts.len());
@@ -780,6 +799,21 @@ pub struct WriterDump {
     pub batches_committed: u64,
     pub events_written: u64,
     pub failures: u64,
+}
+
+/// Answers once every message queued before it has been handled (the writer handles them one at a time, in
+/// order). A shard sends it before reading `record_state`, so that batches queued by a snapshot attempt cut short
+/// by a restart are committed (or failed) before the state is rebuilt from the database.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct Quiesce;
+
+impl Handler<Quiesce> for EventLogWriter {
+    type Result = Result<(), PipelineError>;
+
+    fn handle(&mut self, _: Quiesce, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
+    }
 }
 
 #[derive(Message)]

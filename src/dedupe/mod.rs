@@ -14,7 +14,7 @@ use crate::faults::Faults;
 use crate::mailbox::EdgeSender;
 use crate::snapshot::{shard_of, Change, ChangeKind, ConflictRow, Counts, Snapshot};
 use crate::supervisor::Beat;
-use crate::writer::{EventLogWriter, WriteChanges, WriteRemoved};
+use crate::writer::{EventLogWriter, Quiesce, WriteChanges, WriteRemoved};
 use actix::prelude::*;
 use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
@@ -395,7 +395,7 @@ impl Handler<Reload> for DedupeShard {
     type Result = AtomicResponse<Self, Result<usize, PipelineError>>;
 
     fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
-        let busy = self.beat.busy();
+        let (beat, writer) = (self.beat.clone(), self.writer.clone());
         self.in_flight = None;
         // Until the load succeeds, the next snapshot must load again.
         self.dirty = true;
@@ -407,7 +407,8 @@ impl Handler<Reload> for DedupeShard {
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let _busy = busy;
+                writer.call(Quiesce).await?;
+                let _busy = beat.busy();
                 let started = Instant::now();
                 let state = load_state(&url, &source, shards, index).await?;
                 tracing::debug!(source = %source, shard = index, keys = state.len(),
@@ -441,10 +442,13 @@ impl Handler<BeginSnapshot> for DedupeShard {
         }
         let (url, shards, index) = (self.db_url.clone(), self.shards, self.index);
         let reload = self.dirty.then(|| self.source.clone());
-        let busy = self.beat.busy();
+        let (beat, writer) = (self.beat.clone(), self.writer.clone());
         AtomicResponse::new(Box::pin(
             async move {
-                let _busy = busy;
+                if reload.is_some() || snapshot.resumed {
+                    writer.call(Quiesce).await?;
+                }
+                let _busy = beat.busy();
                 let state = match reload {
                     Some(source) => Some(load_state(&url, &source, shards, index).await?),
                     None => None,

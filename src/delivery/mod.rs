@@ -181,6 +181,8 @@ impl Supervised for DeliveryActor {
     /// the leases of those attempts to `available` (each is retried under the same idempotency key).
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.stats.in_flight.store(0, Ordering::Relaxed);
+        // The new loop's breaker starts closed: an open flag left by the old one would skip every claim.
+        self.control.circuit_open.store(false, Ordering::Relaxed);
     }
 }
 

@@ -183,6 +183,33 @@ async fn a_message_stuck_past_its_deadline_is_restarted() {
 }
 
 #[actix_rt::test]
+async fn a_file_that_crashes_ingest_every_time_is_failed_and_the_service_stays_up() {
+    let t = spawn_app(Options {
+        faults: Faults::default().panic_always("writer"),
+        ..Options::default()
+    })
+    .await;
+    let (s0, _) = t.generate(gen_args(&t.path("g0"), 2_000, 46, None));
+    let row = t.ingest(&s0, "S0.TXT").await;
+    assert_eq!(row.status, "failed", "{row:?}");
+    assert_eq!(row.reason.as_deref(), Some("crashed_ingest"));
+    assert!(t.inbox.join("failed/S0.TXT").exists());
+    let tree = tree(&t).await;
+    let writer = actors(&tree)
+        .into_iter()
+        .find(|a| a.kind == "writer")
+        .unwrap();
+    // Batches the file had queued for the writer may crash it again after the restarts that failed the file.
+    assert!(
+        writer.restarts >= u64::from(sluice::watcher::MAX_CRASHES_PER_FILE),
+        "{tree:#?}"
+    );
+    // Never escalated: the ingest group did not give up, the root restarted nothing.
+    assert_eq!(group(&tree, "ingest").restarts, 0, "{tree:#?}");
+    assert!(group(&tree, "ingest").last_exit.is_none(), "{tree:#?}");
+}
+
+#[actix_rt::test]
 async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
     let db = test_db().await;
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +228,8 @@ async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
     std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
 
     let log = dir.path().join("sluice.log");
-    let mut service = Sluice::spawn(&config, &log, &[("SLUICE_FAULTS", "writer:panic:every")]);
+    // Delivery fails on every round with work: its restarts exhaust the delivery group's intensity, then the root's.
+    let mut service = Sluice::spawn(&config, &log, &[("SLUICE_FAULTS", "delivery:panic:every")]);
     let status = service.wait(Duration::from_secs(120)).await;
     let out = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
@@ -210,7 +238,7 @@ async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
         "{out}"
     );
     assert!(out.contains("supervision gave up"), "{out}");
-    assert!(out.contains("ingest gave up"), "{out}");
+    assert!(out.contains("delivery gave up"), "{out}");
 }
 
 #[actix_rt::test]
