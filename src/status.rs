@@ -209,15 +209,7 @@ fn file_line(out: &mut String, f: &Value, now: SystemTime) {
     match status.as_str() {
         "done" => {
             let _ = write!(out, "; rows {}:", int(f, "rows"));
-            for k in [
-                "new",
-                "changed",
-                "unchanged",
-                "duplicate",
-                "conflict",
-                "rejected",
-                "removed",
-            ] {
+            for k in crate::metrics::OUTCOMES.iter().chain(&["removed"]) {
                 let _ = write!(out, " {k} {}", int(f, k));
             }
         }
