@@ -887,3 +887,202 @@ async fn wait_stopped(cell: &Cell, timeout: Duration) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy actor: panics or stops on request, counts its starts.
+    struct Toy {
+        starts: Arc<AtomicU64>,
+    }
+
+    impl Actor for Toy {
+        type Context = Context<Self>;
+        fn started(&mut self, _: &mut Context<Self>) {
+            self.starts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Supervised for Toy {}
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    enum Do {
+        Panic,
+        PanicWith(String),
+        Stop,
+    }
+
+    impl Handler<Do> for Toy {
+        type Result = ();
+        fn handle(&mut self, msg: Do, ctx: &mut Context<Self>) {
+            match msg {
+                Do::Panic => panic!("asked to"),
+                Do::PanicWith(value) => panic!("formatted with {value}"),
+                Do::Stop => ctx.stop(),
+            }
+        }
+    }
+
+    struct Tree {
+        supervisor: Addr<Supervisor>,
+        toys: Vec<(Addr<Toy>, Arc<AtomicU64>)>,
+    }
+
+    fn tree(strategy: Strategy, restarts: &[RestartType]) -> Tree {
+        tree_with(strategy, restarts, 10)
+    }
+
+    /// A root (10 restarts a minute) over one group allowed `max_restarts` a minute.
+    fn tree_with(strategy: Strategy, restarts: &[RestartType], max_restarts: u32) -> Tree {
+        install_panic_hook(false);
+        let intensity = |max_restarts| Intensity {
+            max_restarts,
+            period: Duration::from_secs(60),
+        };
+        let mut b = TreeBuilder::new(
+            "root",
+            Strategy::OneForOne,
+            intensity(10),
+            Duration::from_secs(60),
+        );
+        let group = b.group(b.root(), "group", strategy, intensity(max_restarts));
+        let arbiter = actix::Arbiter::current();
+        let toys = restarts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let starts = Arc::new(AtomicU64::new(0));
+                let s = starts.clone();
+                let addr = b.spawn(group, &arbiter, &format!("toy{i}"), "toy", *r, move |_| {
+                    Toy { starts: s }
+                });
+                (addr, starts)
+            })
+            .collect();
+        Tree {
+            supervisor: b.start(),
+            toys,
+        }
+    }
+
+    impl Tree {
+        /// Starts of each toy once things have settled.
+        async fn starts(&self) -> Vec<u64> {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.toys
+                .iter()
+                .map(|(_, s)| s.load(Ordering::Relaxed))
+                .collect()
+        }
+
+        async fn statuses(&self) -> Vec<Status> {
+            let root = self.supervisor.send(DumpTree).await.unwrap();
+            root.children[0].children.iter().map(|c| c.status).collect()
+        }
+    }
+
+    #[actix_rt::test]
+    async fn one_for_one_restarts_only_the_failed_child_in_place() {
+        let t = tree(Strategy::OneForOne, &[RestartType::Permanent; 3]);
+        assert_eq!(t.starts().await, [1, 1, 1]);
+        t.toys[1].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [1, 2, 1]);
+        // Same address after the restart: it still takes messages.
+        t.toys[1].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [1, 3, 1]);
+    }
+
+    #[actix_rt::test]
+    async fn one_for_all_restarts_every_child() {
+        let t = tree(Strategy::OneForAll, &[RestartType::Permanent; 3]);
+        assert_eq!(t.starts().await, [1, 1, 1]);
+        t.toys[2].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [2, 2, 2]);
+    }
+
+    #[actix_rt::test]
+    async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
+        let t = tree(Strategy::RestForOne, &[RestartType::Permanent; 3]);
+        assert_eq!(t.starts().await, [1, 1, 1]);
+        t.toys[1].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [1, 2, 2]);
+    }
+
+    #[actix_rt::test]
+    async fn restart_types_decide_after_a_panic_and_after_a_normal_stop() {
+        use RestartType::*;
+        let t = tree(Strategy::OneForOne, &[Permanent, Transient, Temporary]);
+        assert_eq!(t.starts().await, [1, 1, 1]);
+        for (addr, _) in &t.toys {
+            addr.do_send(Do::Stop);
+        }
+        // A normal stop: only the permanent child comes back.
+        assert_eq!(t.starts().await, [2, 1, 1]);
+        assert_eq!(
+            t.statuses().await,
+            [Status::Running, Status::Stopped, Status::Stopped]
+        );
+        let t = tree(Strategy::OneForOne, &[Permanent, Transient, Temporary]);
+        assert_eq!(t.starts().await, [1, 1, 1]);
+        for (addr, _) in &t.toys {
+            addr.do_send(Do::Panic);
+        }
+        // A panic: permanent and transient come back, temporary does not.
+        assert_eq!(t.starts().await, [2, 2, 1]);
+        assert_eq!(
+            t.statuses().await,
+            [Status::Running, Status::Running, Status::Stopped]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn past_its_intensity_a_group_gives_up_and_its_parent_restarts_it_whole() {
+        let t = tree_with(Strategy::OneForOne, &[RestartType::Permanent; 2], 1);
+        t.toys[0].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [2, 1]);
+        t.toys[0].0.do_send(Do::Panic);
+        // The second restart within the period is one too many: the root restarts the group, both children.
+        assert_eq!(t.starts().await, [3, 2]);
+        let root = t.supervisor.send(DumpTree).await.unwrap();
+        let group = &root.children[0];
+        assert_eq!(group.restarts, 1);
+        assert!(
+            group
+                .last_exit
+                .as_deref()
+                .unwrap()
+                .contains("group gave up"),
+            "{group:?}"
+        );
+        // Its history starts again: one more failure is within the intensity.
+        t.toys[1].0.do_send(Do::Panic);
+        assert_eq!(t.starts().await, [3, 3]);
+        assert_eq!(
+            t.supervisor.send(DumpTree).await.unwrap().children[0].restarts,
+            1
+        );
+    }
+
+    #[actix_rt::test]
+    async fn the_dump_shows_restarts_and_withholds_formatted_panic_messages() {
+        let t = tree(Strategy::OneForOne, &[RestartType::Permanent]);
+        t.toys[0].0.do_send(Do::Panic);
+        t.starts().await;
+        let root = t.supervisor.send(DumpTree).await.unwrap();
+        let toy = &root.children[0].children[0];
+        assert_eq!(toy.restarts, 1);
+        let exit = toy.last_exit.as_deref().unwrap();
+        assert!(exit.contains("src/supervisor.rs"), "{exit}");
+        assert!(exit.ends_with("asked to"), "{exit}");
+        t.toys[0].0.do_send(Do::PanicWith("JANE DOE".into()));
+        t.starts().await;
+        let root = t.supervisor.send(DumpTree).await.unwrap();
+        let toy = &root.children[0].children[0];
+        assert_eq!(toy.restarts, 2);
+        let exit = toy.last_exit.as_deref().unwrap();
+        assert!(exit.ends_with("(formatted message withheld)"), "{exit}");
+        assert!(!exit.contains("JANE"), "{exit}");
+    }
+}
