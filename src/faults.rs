@@ -9,8 +9,8 @@
 /// The places faults can be injected: one per actor kind, hit once per batch (or round) it handles.
 pub const POINTS: &[&str] = &["watcher", "parser", "dedupe", "writer", "delivery"];
 
-/// The points that can be slowed down (`point:delay:<duration>`): those checked on an async path, where a sleep
-/// holds the batch without blocking a thread.
+/// The points that can be slowed down (`point:delay:<duration>`) or made to hang: those checked on an async path,
+/// where a sleep holds the batch without blocking a thread.
 pub const DELAY_POINTS: &[&str] = &["parser", "writer", "delivery"];
 
 #[cfg(feature = "fault-injection")]
@@ -68,6 +68,11 @@ mod plan {
 
         /// Hang on the `n`th batch `point` handles (once).
         pub fn hang_at(self, point: &'static str, n: u64) -> Self {
+            assert!(
+                super::DELAY_POINTS.contains(&point),
+                "{point} cannot hang (only {:?} do async work per batch)",
+                super::DELAY_POINTS
+            );
             self.add(point, Action::Hang, n.max(1))
         }
 
@@ -118,6 +123,9 @@ mod plan {
                 };
                 faults = match action {
                     "panic" => faults.add(point, Action::Panic, at),
+                    "hang" if !super::DELAY_POINTS.contains(point) => {
+                        return Err(format!("`{item}`: only {:?} can hang", super::DELAY_POINTS))
+                    }
                     "hang" => faults.add(point, Action::Hang, at),
                     _ => return Err(format!("`{item}`: action is panic, hang or delay")),
                 };
