@@ -131,23 +131,15 @@ pub struct ShardSpec {
 
 impl DedupeShard {
     pub fn new(spec: ShardSpec, beat: Beat, faults: Faults) -> Self {
-        let ShardSpec {
-            source,
-            index,
-            shards,
-            db_url,
-            writer,
-            writer_batch,
-        } = spec;
         DedupeShard {
             beat,
             faults,
-            source,
-            index,
-            shards,
-            db_url,
-            writer,
-            writer_batch,
+            source: spec.source,
+            index: spec.index,
+            shards: spec.shards,
+            db_url: spec.db_url,
+            writer: spec.writer,
+            writer_batch: spec.writer_batch,
             state: StateMap::default(),
             in_flight: None,
             dirty: true,

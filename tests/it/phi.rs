@@ -2,28 +2,21 @@
 //! generated snapshots with debug logging on; then its whole log, `/metrics`, `/admin/actors`,
 //! `/admin/deliveries` and `/admin/files` are searched for the snapshots' values.
 
-use crate::app::{config_toml, gen_args, phi_values, Options};
-use crate::harness::test_db;
-use crate::service::{free_port, tail, Sluice};
+use crate::app::{gen_args, phi_values, Options};
+use crate::faults::webhook_sink;
+use crate::service::{for_child, free_port, tail, Sluice};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use std::time::{Duration, Instant};
 
 #[actix_rt::test]
 async fn no_record_value_reaches_the_logs_metrics_or_admin_api() {
     let api = FakeApi::start(FakeApiArgs::default()).expect("fake API");
-    let db = test_db().await;
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        sinks: Some(format!(
-            "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
-            api.webhook_url()
-        )),
+    let (t, config, log) = for_child(Options {
+        sinks: Some(webhook_sink(&api, 16)),
         ..Options::default()
-    };
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
+    })
+    .await;
     let listen = format!("127.0.0.1:{}", free_port());
-    let log = dir.path().join("sluice.log");
     let mut service = Sluice::spawn(
         &config,
         &log,
@@ -31,30 +24,21 @@ async fn no_record_value_reaches_the_logs_metrics_or_admin_api() {
     );
 
     // S0, then S1 with changed, new, duplicate, conflicting and malformed rows.
-    let s0 = sluice::gen::generate(&gen_args(&dir.path().join("g0"), 3_000, 61, None)).unwrap();
-    let s1 = sluice::gen::generate(&gen_args(&dir.path().join("g1"), 3_000, 62, Some(&s0.path)))
-        .unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let client = db.client().await;
+    let (s0, _) = t.generate(gen_args(&t.path("g0"), 3_000, 61, None));
+    let (s1, _) = t.generate(gen_args(&t.path("g1"), 3_000, 62, Some(&s0)));
     for (i, s) in [&s0, &s1].into_iter().enumerate() {
-        let name = format!("P_000{i}.TXT");
-        std::fs::copy(&s.path, inbox.join(format!("{name}.part"))).unwrap();
-        std::fs::rename(inbox.join(format!("{name}.part")), inbox.join(&name)).unwrap();
+        t.drop_file(s, &format!("P_000{i}.TXT"));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = service.exited() {
                 panic!("sluice exited ({status}):\n{}", tail(&log));
             }
-            let row = client
-                .query_one(
-                    "SELECT (SELECT count(*) FROM files WHERE status = 'done'),
-                            (SELECT count(*) FROM deliveries WHERE state NOT IN ('completed', 'superseded'))",
-                    &[],
-                )
-                .await
-                .unwrap();
-            let (done, open): (i64, i64) = (row.get(0), row.get(1));
+            let done = t
+                .count("SELECT count(*) FROM files WHERE status = 'done'")
+                .await;
+            let open = t
+                .count("SELECT count(*) FROM deliveries WHERE state NOT IN ('completed', 'superseded')")
+                .await;
             if done == i as i64 + 1 && open == 0 {
                 break;
             }
@@ -94,8 +78,8 @@ async fn no_record_value_reaches_the_logs_metrics_or_admin_api() {
         tail(&log)
     );
 
-    let mut values = phi_values(&s0.path, 200);
-    values.extend(phi_values(&s1.path, 200));
+    let mut values = phi_values(&s0, 200);
+    values.extend(phi_values(&s1, 200));
     assert!(values.len() > 1_000, "{} values to look for", values.len());
     for value in &values {
         assert!(

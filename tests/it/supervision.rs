@@ -1,23 +1,13 @@
 //! Supervision under injected faults: a panic in any actor kind costs nothing, a stuck message is restarted, an
 //! actor that always fails makes the process exit non-zero, and SIGTERM drains and exits 0.
 
-use crate::app::{
-    assert_ledger, config_toml, expected_events, gen_args, spawn_app, Options, TestApp,
-};
-use crate::harness::test_db;
-use crate::service::{tail, Sluice};
+use crate::app::{assert_ledger, expected_events, gen_args, spawn_app, Options, TestApp};
+use crate::faults::webhook_sink;
+use crate::service::{for_child, tail, Sluice};
 use sluice::fake_api::{FakeApi, FakeApiArgs};
 use sluice::faults::Faults;
 use sluice::supervisor::{DumpTree, TreeNode};
 use std::time::{Duration, Instant};
-
-fn webhook(api: &FakeApi) -> String {
-    format!(
-        "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nconcurrency = 8\n\
-         timeout = \"5s\"\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
-        api.webhook_url()
-    )
-}
 
 /// Every actor (leaf) of the tree, depth first.
 fn actors(node: &TreeNode) -> Vec<&TreeNode> {
@@ -49,7 +39,7 @@ async fn tree(t: &TestApp) -> TreeNode {
 async fn one_panic(point: &'static str, at: u64) {
     let api = FakeApi::start(FakeApiArgs::default()).expect("fake API");
     let t = spawn_app(Options {
-        sinks: Some(webhook(&api)),
+        sinks: Some(webhook_sink(&api, 8)),
         faults: Faults::default().panic_at(point, at),
         ..Options::default()
     })
@@ -211,23 +201,17 @@ async fn a_file_that_crashes_ingest_every_time_is_failed_and_the_service_stays_u
 
 #[actix_rt::test]
 async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
-    let db = test_db().await;
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options {
+    let (t, config, log) = for_child(Options {
         extra:
             "[supervision]\nmax_restarts = 2\nrestart_period = \"60s\"\nshutdown_timeout = \"5s\"\n\
                 stuck_after = \"10m\"\n"
                 .into(),
         ..Options::default()
-    };
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
-    let summary =
-        sluice::gen::generate(&gen_args(&dir.path().join("g0"), 2_000, 44, None)).unwrap();
-    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-    std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
+    })
+    .await;
+    let (s0, _) = t.generate(gen_args(&t.path("g0"), 2_000, 44, None));
+    t.drop_file(&s0, "S0.TXT");
 
-    let log = dir.path().join("sluice.log");
     // Delivery fails on every round with work: its restarts exhaust the delivery group's intensity, then the root's.
     let mut service = Sluice::spawn(&config, &log, &[("SLUICE_FAULTS", "delivery:panic:every")]);
     let status = service.wait(Duration::from_secs(120)).await;
@@ -244,45 +228,22 @@ async fn an_actor_that_always_fails_makes_the_process_exit_non_zero() {
 #[actix_rt::test]
 async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work() {
     let api = FakeApi::start(FakeApiArgs::default()).expect("fake API");
-    let db = test_db().await;
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        sinks: Some(webhook(&api)),
+    let (t, config, log) = for_child(Options {
+        sinks: Some(webhook_sink(&api, 8)),
         writer_batch: 500,
         extra:
             "[supervision]\nmax_restarts = 5\nrestart_period = \"60s\"\nshutdown_timeout = \"5s\"\n\
                 stuck_after = \"10m\"\n"
                 .into(),
         ..Options::default()
-    };
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, config_toml(&db, dir.path(), &options)).unwrap();
-    let summary =
-        sluice::gen::generate(&gen_args(&dir.path().join("g0"), 100_000, 45, None)).unwrap();
-    let truth = sluice::gen::GroundTruth::load(&summary.truth_path).unwrap();
-    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-    std::fs::copy(&summary.path, dir.path().join("inbox/S0.TXT")).unwrap();
+    })
+    .await;
+    let (s0, truth) = t.generate(gen_args(&t.path("g0"), 100_000, 45, None));
+    t.drop_file(&s0, "S0.TXT");
 
-    let client = db.client().await;
-    let log = dir.path().join("sluice.log");
     let mut service = Sluice::spawn(&config, &log, &[]);
     // Wait until the snapshot is under way: some of its events committed, not all.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM events", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot never started committing"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.wait_at_least("SELECT count(*) FROM events", 1).await;
     let signalled = Instant::now();
     service.signal(libc::SIGTERM);
     let status = service.wait(Duration::from_secs(60)).await;
@@ -294,58 +255,23 @@ async fn sigterm_during_a_snapshot_exits_zero_and_a_restart_completes_the_work()
         signalled.elapsed()
     );
     assert_eq!(
-        client
-            .query_one(
-                "SELECT count(*) FROM deliveries WHERE state = 'executing'",
-                &[]
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
+        t.count("SELECT count(*) FROM deliveries WHERE state = 'executing'")
+            .await,
         0,
         "nothing left leased after a drain"
     );
 
     let service = Sluice::spawn(&config, &log, &[]);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let file = loop {
-        let row = client
-            .query_opt("SELECT id FROM files WHERE status = 'done'", &[])
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            break row.get::<_, i64>(0);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted service did not finish the snapshot"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let pool = sluice::db::pool(&db.url, 1).unwrap();
-    let row = sluice::ledger::get(&pool, file).await.unwrap().unwrap();
+    let row = t.wait_file("S0.TXT").await;
+    assert_eq!(row.status, "done", "{row:?}");
     assert_ledger(&row, &truth);
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let events = t.count("SELECT count(*) FROM events").await;
     assert_eq!(events as usize, expected_events(&truth).len());
-    loop {
-        let open: i64 = client
-            .query_one(
-                "SELECT count(*) FROM deliveries WHERE state <> 'completed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if open == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{open} deliveries not completed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    t.wait_count(
+        "SELECT count(*) FROM deliveries WHERE state <> 'completed'",
+        0,
+    )
+    .await;
     let received = api.received();
     assert_eq!(received.changes.len() as i64, events);
     assert_eq!(received.changes_applied_twice(), 0);
