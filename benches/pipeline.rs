@@ -1476,6 +1476,20 @@ async fn run_all(
         Figure::new("floor_parse2_s", "floor: S1 parse_chunk, 2 threads", "s").sluice(parse2_s),
     ];
 
+    // ---- a cluster that has run for a while: WAL segments exist and are recycled, not created and zero-filled
+    // during a timed step (a fresh cluster's first ~1 GB of WAL costs whichever step writes it first ~2 s more).
+    step("warming the cluster's WAL (1.2 GB written and checkpointed once)");
+    {
+        let admin = connect(&pg.url("postgres")).await?;
+        simple(
+            &admin,
+            "CREATE TABLE bench_wal_warmup AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 1200000) g",
+        )
+        .await?;
+        simple(&admin, "DROP TABLE bench_wal_warmup").await?;
+        simple(&admin, "CHECKPOINT").await?;
+    }
+
     // ---- baseline
     step("baseline: COPY + set-based upsert of S0, then of each next snapshot");
     let base_url = pg.url(BASELINE_DB);

@@ -124,7 +124,7 @@ pub struct App {
     pub watchers: Vec<Addr<FileWatcher>>,
     pub parser: Addr<ParserPool>,
     pub progress: Arc<Progress>,
-    pub writer: Addr<EventLogWriter>,
+    pub writers: Vec<Addr<EventLogWriter>>,
     pub routes: Routes,
     pub delivery: Vec<Addr<DeliveryActor>>,
     pub edges: Vec<Arc<EdgeStats>>,
@@ -210,36 +210,41 @@ impl App {
         let signal = OutboxSignal::default();
         let sink_names: Vec<String> = settings.sinks.iter().map(|s| s.name.clone()).collect();
 
-        let writer_arbiter = Arbiter::new();
-        let writer = {
-            let (url, sinks, signal, faults) = (
-                db_url.clone(),
-                sink_names.clone(),
-                signal.clone(),
-                faults.clone(),
-            );
-            tree.spawn(
-                ingest,
-                &writer_arbiter.handle(),
-                "writer",
-                "writer",
-                RestartType::Permanent,
-                move |beat| EventLogWriter::new(url, sinks, signal, beat, faults),
-            )
-        };
-        arbiters.push(writer_arbiter);
-        let writer_mailbox =
-            Mailbox::new("dedupe_to_writer", writer.clone(), p.edges.dedupe_to_writer);
-        edges.push(writer_mailbox.stats());
         let mut actors = Actors::new();
         let mut view = |name: &str, probe: Probe, inbox: Option<Arc<EdgeStats>>| {
             actors.insert(name.to_string(), ActorView { probe, inbox });
         };
-        view(
-            "writer",
-            Probe::Writer(writer.clone()),
-            Some(writer_mailbox.stats()),
-        );
+        // Writers, each with its own connection and thread, so that one encodes a batch while PostgreSQL works on
+        // another's. Shard i writes through writer i mod n; file-level work goes through writer 0.
+        let mut writers = Vec::new();
+        let mut writer_mailboxes = Vec::new();
+        for index in 0..p.writers {
+            let writer_arbiter = Arbiter::new();
+            let name = format!("writer.{index}");
+            let writer = {
+                let (url, sinks, signal, faults) = (
+                    db_url.clone(),
+                    sink_names.clone(),
+                    signal.clone(),
+                    faults.clone(),
+                );
+                tree.spawn(
+                    ingest,
+                    &writer_arbiter.handle(),
+                    &name,
+                    "writer",
+                    RestartType::Permanent,
+                    move |beat| EventLogWriter::new(url, sinks, signal, beat, faults),
+                )
+            };
+            arbiters.push(writer_arbiter);
+            let mailbox =
+                Mailbox::new("dedupe_to_writer", writer.clone(), p.edges.dedupe_to_writer);
+            edges.push(mailbox.stats());
+            view(&name, Probe::Writer(writer.clone()), Some(mailbox.stats()));
+            writers.push(writer);
+            writer_mailboxes.push(mailbox);
+        }
 
         let mut routes: Routes = Default::default();
         for source in &settings.sources {
@@ -252,7 +257,7 @@ impl App {
                     index,
                     shards: p.shards,
                     db_url: db_url.clone(),
-                    writer: writer_mailbox.sender(),
+                    writer: writer_mailboxes[index % writer_mailboxes.len()].sender(),
                     writer_batch: p.writer_batch,
                 };
                 let faults = faults.clone();
@@ -278,13 +283,16 @@ impl App {
         }
 
         let ingest_arbiter = Arbiter::new();
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress {
+            outbox: signal.clone(),
+            ..Progress::default()
+        });
         let parser = {
             let (workers, chunk, routes, writer, progress, faults) = (
                 p.parser_workers,
                 p.chunk_bytes,
                 routes.clone(),
-                writer_mailbox.clone(),
+                writer_mailboxes[0].clone(),
                 progress.clone(),
                 faults.clone(),
             );
@@ -377,6 +385,8 @@ impl App {
                 claim_batch: settings.delivery.claim_batch,
                 clock: clock.clone(),
                 wake: signal.subscribe(),
+                ingest: signal.clone(),
+                yield_to_ingest: settings.delivery.yield_to_ingest,
                 beat: Default::default(),
                 faults: faults.clone(),
             };
@@ -442,7 +452,7 @@ impl App {
             watchers,
             parser,
             progress,
-            writer,
+            writers,
             routes,
             delivery,
             edges,

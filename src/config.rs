@@ -91,6 +91,8 @@ pub struct PipelineSettings {
     pub parser_workers: usize,
     pub chunk_bytes: usize,
     pub writer_batch: usize,
+    /// EventLogWriters, each with its own connection: shards' batches are written this many at a time.
+    pub writers: usize,
     pub edges: EdgeSettings,
 }
 
@@ -111,6 +113,9 @@ pub struct DeliverySettings {
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     pub claim_batch: usize,
+    /// While this process ingests a snapshot, delivery waits for it to end, for at most this long at a time.
+    #[serde(with = "humantime_serde")]
+    pub yield_to_ingest: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -326,6 +331,7 @@ impl Settings {
             ("pipeline.shards", p.shards),
             ("pipeline.parser_workers", p.parser_workers),
             ("pipeline.writer_batch", p.writer_batch),
+            ("pipeline.writers", p.writers),
             (
                 "pipeline.edges.watcher_to_parser",
                 p.edges.watcher_to_parser,

@@ -27,6 +27,9 @@ pub enum DbError {
     },
     #[error("embedded PostgreSQL: {0}")]
     Embedded(String),
+    /// A stored value that does not decode (its content is never quoted: it may hold PHI).
+    #[error("malformed {0} in the database")]
+    Malformed(&'static str),
 }
 
 impl DbError {
@@ -68,6 +71,10 @@ pub enum PipelineError {
     Shutdown,
     #[error("work of a snapshot attempt that a restart cut short")]
     Stale,
+    /// Changes that `record_state` refused (their key is already at that version or past it): the shard's memory
+    /// and the database disagree. The snapshot is retried after the state is reloaded.
+    #[error("record_state refused changes: {0}")]
+    StateConflict(String),
 }
 
 impl PipelineError {

@@ -192,27 +192,22 @@ impl<A: Actor> EdgeSender<A> {
         PipelineError,
     > {
         let closed = || PipelineError::Closed(self.mailbox.stats.name);
-        let mine = self
-            .mine
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| closed())?;
-        let room = match self.mailbox.room.clone().try_acquire_owned() {
-            Ok(p) => p,
+        // Waiting for either permit is waiting for the consumer: the producer's own (its messages not yet
+        // handled) or the edge's (everyone's).
+        let since = Instant::now();
+        let mut waited = false;
+        let mut take = async |sem: &Arc<Semaphore>| match sem.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
             Err(_) => {
-                let since = Instant::now();
-                let p = self
-                    .mailbox
-                    .room
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| closed())?;
-                self.mailbox.stats.waited(since);
-                p
+                waited = true;
+                sem.clone().acquire_owned().await.map_err(|_| closed())
             }
         };
+        let mine = take(&self.mine).await?;
+        let room = take(&self.mailbox.room).await?;
+        if waited {
+            self.mailbox.stats.waited(since);
+        }
         Ok((mine, room))
     }
 

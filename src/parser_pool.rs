@@ -43,6 +43,8 @@ pub struct Progress {
     pub bytes: AtomicU64,
     pub size: AtomicU64,
     pub rows: AtomicU64,
+    /// Told when a snapshot is being ingested (delivery yields to it).
+    pub outbox: crate::writer::OutboxSignal,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +151,7 @@ impl Handler<Ingest> for ParserPool {
         AtomicResponse::new(Box::pin(
             async move {
                 let shards = job.shards.clone();
+                let _ingesting = job.progress.outbox.ingesting();
                 let result = job.run().await;
                 if result.is_err() {
                     for s in &shards {

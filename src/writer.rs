@@ -1,13 +1,17 @@
-//! EventLogWriter: the only actor that writes a snapshot's results to PostgreSQL (SPEC §2, §4).
+//! EventLogWriter: writes a snapshot's results to PostgreSQL (SPEC §2, §4); `pipeline.writers` of them, each with
+//! its own connection, shard i writing through writer i mod n.
 //!
-//! Every batch of changes is one transaction: append the events, upsert `record_state`, insert one outbox row per
+//! Every batch of changes is one transaction: append the events, write `record_state`, insert one outbox row per
 //! sink, bump the file's progress counter. The reply — the sender's credit — is sent only after the commit, so a
-//! producer that flushed knows its changes are durable. Rows are read again from the file by offset and parsed in
-//! full here, so that the ~99 % unchanged rows of a snapshot never cost more than a hash.
+//! producer that flushed knows its changes are durable. The changed rows are read again from the file by offset
+//! and parsed in full by the producer ([`WriteChanges::materialize`]), so that the ~99 % unchanged rows of a
+//! snapshot never cost more than a hash.
 //!
-//! Event ids are UUIDv5 of (source, key hash, version, row hash): the same change always gets the same id, and the
-//! `UNIQUE (source, key_hash, version)` constraint refuses a second emission outright.
+//! Event ids are UUIDv5 of (source, key hash, version, row hash): the same change always gets the same id. A second
+//! emission of one version cannot commit: a new key is inserted into `record_state` (its primary key refuses it
+//! twice) and a known key only moves to a greater version, checked row for row (docs/ARCHITECTURE.md).
 
+use crate::db::copy::CopyIn;
 use crate::error::{DbError, FileError, PipelineError};
 use crate::faults::Faults;
 use crate::parse::{KeyHash, Reject};
@@ -19,7 +23,7 @@ use futures_util::pin_mut;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -38,10 +42,19 @@ pub fn event_id(source: &str, key_hash: u64, version: u32, row_hash: u128) -> Uu
     Uuid::new_v5(&EVENT_NAMESPACE, &name)
 }
 
-/// Wakes the delivery actors when new outbox rows are committed, so an idle system delivers within milliseconds.
+/// Wakes the delivery actors when new outbox rows are committed, so an idle system delivers within milliseconds;
+/// and tells them when a snapshot is being ingested, so that they can leave the cores and the database to it.
 #[derive(Debug, Default, Clone)]
 pub struct OutboxSignal {
     waiters: Arc<std::sync::Mutex<Vec<Arc<Notify>>>>,
+    ingest: Arc<std::sync::Mutex<Ingesting>>,
+}
+
+/// Snapshots being ingested by this process, and since when without a break.
+#[derive(Debug, Default)]
+struct Ingesting {
+    active: usize,
+    since: Option<Instant>,
 }
 
 impl OutboxSignal {
@@ -53,6 +66,42 @@ impl OutboxSignal {
     pub fn notify(&self) {
         for n in self.waiters.lock().expect("signal lock").iter() {
             n.notify_one();
+        }
+    }
+
+    /// Marks a snapshot as being ingested until the guard is dropped; the last one to end wakes delivery.
+    pub fn ingesting(&self) -> IngestGuard {
+        let mut st = self.ingest.lock().expect("signal lock");
+        st.active += 1;
+        st.since.get_or_insert_with(Instant::now);
+        IngestGuard(self.clone())
+    }
+
+    /// How much longer delivery should hold back for an ingest in progress, when it yields for at most `max` at a
+    /// time: `None` when nothing is being ingested or it has already waited `max`.
+    pub fn hold(&self, max: Duration) -> Option<Duration> {
+        let st = self.ingest.lock().expect("signal lock");
+        let since = st.since.filter(|_| st.active > 0)?;
+        max.checked_sub(since.elapsed()).filter(|d| !d.is_zero())
+    }
+}
+
+/// A snapshot being ingested (see [`OutboxSignal::ingesting`]).
+#[derive(Debug)]
+pub struct IngestGuard(OutboxSignal);
+
+impl Drop for IngestGuard {
+    fn drop(&mut self) {
+        let idle = {
+            let mut st = self.0.ingest.lock().expect("signal lock");
+            st.active = st.active.saturating_sub(1);
+            if st.active == 0 {
+                st.since = None;
+            }
+            st.active == 0
+        };
+        if idle {
+            self.0.notify();
         }
     }
 }
@@ -129,7 +178,7 @@ async fn connection(
     client
         .batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS state_stage (
-                 key_hash bigint, key text[], row_hash bytea, version integer, event_id uuid
+                 key_hash bigint, key text[], row_hash bytea, version integer, event_id uuid, event_seq bigint
              ) ON COMMIT DELETE ROWS",
         )
         .await
@@ -250,25 +299,37 @@ impl Handler<BeginFile> for EventLogWriter {
 }
 
 /// Appends a batch of new/changed records: events, state and outbox in one transaction.
+///
+/// The batch is built by its producer ([`WriteChanges::materialize`]: the rows read again and parsed in full, ready
+/// to copy), so that the producer prepares the next batch while the writer's connection works on this one.
 #[derive(Message)]
 #[rtype(result = "Result<(), PipelineError>")]
 pub struct WriteChanges {
     pub snapshot: Arc<Snapshot>,
-    pub changes: Vec<Change>,
+    rows: Vec<Materialized>,
     _alive: crate::mailbox::BatchGuard,
 }
 
 impl WriteChanges {
-    pub fn new(
+    /// Reads `changes` again from the snapshot's file and parses them in full.
+    pub fn materialize(
         snapshot: Arc<Snapshot>,
-        changes: Vec<Change>,
+        changes: &[Change],
         alive: crate::mailbox::BatchGuard,
-    ) -> Self {
-        WriteChanges {
+    ) -> Result<Self, PipelineError> {
+        Ok(WriteChanges {
+            rows: materialize(&snapshot, changes)?,
             snapshot,
-            changes,
             _alive: alive,
-        }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 }
 
@@ -276,8 +337,20 @@ struct Materialized {
     change: Change,
     id: Uuid,
     key: Vec<String>,
-    fields: Vec<String>,
+    /// The record's field values as a JSON array (`events.payload`).
+    payload: String,
 }
+
+impl Materialized {
+    /// A key seen for the first time: its state row is inserted, with nothing to upsert or supersede.
+    fn fresh(&self) -> bool {
+        self.change.kind == ChangeKind::New && self.change.version == 1
+    }
+}
+
+/// A batch's rows are read with one read when they lie within this many bytes of the file (a first load, where
+/// every row changes), else one read each.
+const SPAN_READ_LIMIT: u64 = 16 << 20;
 
 /// Reads the changed rows again from the file and parses them in full.
 fn materialize(
@@ -285,21 +358,49 @@ fn materialize(
     changes: &[Change],
 ) -> Result<Vec<Materialized>, PipelineError> {
     let mut buf = Vec::new();
+    let mut scratch = crate::parse::EventScratch::default();
     let mut out = Vec::with_capacity(changes.len());
+    // One read for the whole batch when its rows are dense in the file (sorted by offset, as shards send them).
+    let sorted = changes.windows(2).all(|w| w[0].offset <= w[1].offset);
+    let span = match (changes.first(), changes.last()) {
+        (Some(first), Some(last)) if sorted => {
+            let end = last.offset + u64::from(last.len);
+            let len = end - first.offset;
+            let dense = len <= SPAN_READ_LIMIT
+                && len < 4 * changes.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            dense.then_some((first.offset, len))
+        }
+        _ => None,
+    };
+    let mut whole = Vec::new();
+    if let Some((offset, len)) = span {
+        read_row(snapshot, offset, len as u32, &mut whole)?;
+    }
     for c in changes {
-        read_row(snapshot, c.offset, c.len, &mut buf)?;
-        let record = snapshot.layout.parse_record(&buf).map_err(|reason| {
-            PipelineError::Parser(format!(
-                "line {} no longer parses ({}); was the file changed while being read?",
-                c.line,
-                reason.as_str()
-            ))
-        })?;
+        let row: &[u8] = match span {
+            Some((start, _)) => {
+                let at = (c.offset - start) as usize;
+                &whole[at..at + c.len as usize]
+            }
+            None => {
+                read_row(snapshot, c.offset, c.len, &mut buf)?;
+                &buf
+            }
+        };
+        let mut payload = String::with_capacity(row.len() + 4 * snapshot.layout.columns().len());
+        let event = snapshot
+            .layout
+            .parse_event(row, &mut scratch, &mut payload)
+            .map_err(|reason| {
+                PipelineError::Parser(format!(
+                    "line {} no longer parses ({}); was the file changed while being read?",
+                    c.line,
+                    reason.as_str()
+                ))
+            })?;
         // The row must still be the one that was classified: a file rewritten in place, or renamed over, between
         // the two reads would otherwise pair one record's fields with another's key.
-        if crate::parse::key_hash(&record.key) != c.key_hash
-            || snapshot.layout.row_hash(&record) != c.row_hash
-        {
+        if event.key_hash != c.key_hash || event.row_hash != c.row_hash {
             return Err(PipelineError::Parser(format!(
                 "line {} changed while the file was being read",
                 c.line
@@ -308,11 +409,26 @@ fn materialize(
         out.push(Materialized {
             change: *c,
             id: event_id(&snapshot.source, c.key_hash, c.version, c.row_hash),
-            key: record.key,
-            fields: record.fields,
+            payload,
+            key: event.key,
         });
     }
     Ok(out)
+}
+
+/// Takes `n` values of the event sequence: events and their outbox rows are written in one pass each.
+async fn event_seqs(
+    tx: &tokio_postgres::Transaction<'_>,
+    n: usize,
+) -> Result<Vec<i64>, PipelineError> {
+    let rows = tx
+        .query(
+            "SELECT nextval('events_seq_seq') FROM generate_series(1, $1::int)",
+            &[&(n as i32)],
+        )
+        .await
+        .map_err(q("numbering events"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 async fn write_changes(
@@ -326,100 +442,117 @@ async fn write_changes(
         .await
         .map_err(q("opening a write transaction"))?;
     let source: &str = &snapshot.source;
-    {
-        let sink = tx
-            .copy_in(
-                "COPY events (id, source, key_hash, key, version, kind, row_hash, payload, file_id, line) \
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await
-            .map_err(q("copying events"))?;
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT_ARRAY,
-                Type::INT4,
-                Type::TEXT,
-                Type::BYTEA,
-                Type::TEXT_ARRAY,
-                Type::INT8,
-                Type::INT8,
-            ],
-        );
-        pin_mut!(writer);
-        for m in rows {
-            let c = &m.change;
-            let row_hash = c.row_hash.to_le_bytes();
-            let values: [&(dyn ToSql + Sync); 10] = [
-                &m.id,
-                &source,
-                &(c.key_hash as i64),
-                &m.key,
-                &(c.version as i32),
-                &c.kind.as_str(),
-                &&row_hash[..],
-                &m.fields,
-                &snapshot.file_id,
-                &(c.line as i64),
-            ];
-            writer
-                .as_mut()
-                .write(&values)
-                .await
-                .map_err(q("copying events"))?;
-        }
-        writer.finish().await.map_err(q("copying events"))?;
-    }
-    {
-        let sink = tx
-            .copy_in(
-                "COPY state_stage (key_hash, key, row_hash, version, event_id) FROM STDIN (FORMAT binary)",
-            )
-            .await
-            .map_err(q("staging record_state"))?;
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::INT8,
-                Type::TEXT_ARRAY,
-                Type::BYTEA,
-                Type::INT4,
-                Type::UUID,
-            ],
-        );
-        pin_mut!(writer);
-        for m in rows {
-            let c = &m.change;
-            let row_hash = c.row_hash.to_le_bytes();
-            let values: [&(dyn ToSql + Sync); 5] = [
-                &(c.key_hash as i64),
-                &m.key,
-                &&row_hash[..],
-                &(c.version as i32),
-                &m.id,
-            ];
-            writer
-                .as_mut()
-                .write(&values)
-                .await
-                .map_err(q("staging record_state"))?;
-        }
-        writer.finish().await.map_err(q("staging record_state"))?;
-    }
-    tx.execute(
-        "INSERT INTO record_state AS s (source, key_hash, key, row_hash, version, removed, last_event)
-         SELECT $1, key_hash, key, row_hash, version, false, event_id FROM state_stage
-         ON CONFLICT (source, key_hash) DO UPDATE
-            SET key = EXCLUDED.key, row_hash = EXCLUDED.row_hash, version = EXCLUDED.version,
-                removed = false, last_event = EXCLUDED.last_event, updated_at = now()",
-        &[&source],
+    let seqs = event_seqs(&tx, rows.len()).await?;
+    let mut copy = CopyIn::start(
+        &tx,
+        "COPY events (seq, id, source, key_hash, key, version, kind, row_hash, payload, file_id, line) \
+         FROM STDIN (FORMAT binary)",
+        11,
     )
     .await
-    .map_err(q("upserting record_state"))?;
-    insert_deliveries(&tx, source, sinks).await?;
+    .map_err(q("copying events"))?;
+    for (m, &seq) in rows.iter().zip(&seqs) {
+        let c = &m.change;
+        copy.row().await.map_err(q("copying events"))?;
+        copy.i64(seq);
+        copy.uuid(&m.id);
+        copy.text(source);
+        copy.i64(c.key_hash as i64);
+        copy.text_array(&m.key);
+        copy.i32(c.version as i32);
+        copy.text(c.kind.as_str());
+        copy.bytes(&c.row_hash.to_le_bytes());
+        copy.text(&m.payload);
+        copy.i64(snapshot.file_id);
+        copy.i64(c.line as i64);
+    }
+    copy.finish().await.map_err(q("copying events"))?;
+    // Keys seen for the first time are inserted as they are; the others are staged and upserted.
+    let fresh = rows.iter().filter(|m| m.fresh()).count();
+    if fresh > 0 {
+        let mut copy = CopyIn::start(
+            &tx,
+            "COPY record_state (source, key_hash, key, row_hash, version, last_event) FROM STDIN (FORMAT binary)",
+            6,
+        )
+        .await
+        .map_err(q("inserting record_state"))?;
+        for m in rows.iter().filter(|m| m.fresh()) {
+            let c = &m.change;
+            copy.row().await.map_err(q("inserting record_state"))?;
+            copy.text(source);
+            copy.i64(c.key_hash as i64);
+            copy.text_array(&m.key);
+            copy.bytes(&c.row_hash.to_le_bytes());
+            copy.i32(c.version as i32);
+            copy.uuid(&m.id);
+        }
+        copy.finish().await.map_err(q("inserting record_state"))?;
+    }
+    let staged = rows.len() - fresh;
+    if staged > 0 {
+        let mut copy = CopyIn::start(
+            &tx,
+            "COPY state_stage (key_hash, key, row_hash, version, event_id, event_seq) FROM STDIN (FORMAT binary)",
+            6,
+        )
+        .await
+        .map_err(q("staging record_state"))?;
+        for (m, &seq) in rows.iter().zip(&seqs).filter(|(m, _)| !m.fresh()) {
+            let c = &m.change;
+            copy.row().await.map_err(q("staging record_state"))?;
+            copy.i64(c.key_hash as i64);
+            copy.text_array(&m.key);
+            copy.bytes(&c.row_hash.to_le_bytes());
+            copy.i32(c.version as i32);
+            copy.uuid(&m.id);
+            copy.i64(seq);
+        }
+        copy.finish().await.map_err(q("staging record_state"))?;
+        // Only to a greater version: a change emitted twice, or a state that moved under this writer, moves fewer
+        // rows than were staged, and the batch fails instead of committing a second event for one version.
+        let moved = tx
+            .execute(
+                "INSERT INTO record_state AS s (source, key_hash, key, row_hash, version, removed, last_event)
+                 SELECT $1, key_hash, key, row_hash, version, false, event_id FROM state_stage
+                 ON CONFLICT (source, key_hash) DO UPDATE
+                    SET key = EXCLUDED.key, row_hash = EXCLUDED.row_hash, version = EXCLUDED.version,
+                        removed = false, last_event = EXCLUDED.last_event, updated_at = now()
+                  WHERE s.version < EXCLUDED.version",
+                &[&source],
+            )
+            .await
+            .map_err(q("upserting record_state"))?;
+        if moved != staged as u64 {
+            return Err(PipelineError::StateConflict(format!(
+                "{} of {staged} changes found record_state at their version or past it",
+                staged as u64 - moved
+            )));
+        }
+        supersede(&tx, source, sinks).await?;
+    }
+    let mut copy = CopyIn::start(
+        &tx,
+        "COPY deliveries (event_id, event_seq, sink, source, key_hash, version, idempotency_key) \
+         FROM STDIN (FORMAT binary)",
+        7,
+    )
+    .await
+    .map_err(q("inserting outbox rows"))?;
+    for sink in sinks {
+        for (m, &seq) in rows.iter().zip(&seqs) {
+            let c = &m.change;
+            copy.row().await.map_err(q("inserting outbox rows"))?;
+            copy.uuid(&m.id);
+            copy.i64(seq);
+            copy.text(sink);
+            copy.text(source);
+            copy.i64(c.key_hash as i64);
+            copy.i32(c.version as i32);
+            copy.uuid(&m.id);
+        }
+    }
+    copy.finish().await.map_err(q("inserting outbox rows"))?;
     let n = rows.len() as i64;
     tx.execute(
         "UPDATE files SET events_written = events_written + $2 WHERE id = $1",
@@ -431,10 +564,10 @@ async fn write_changes(
     Ok(n as u64)
 }
 
-/// One outbox row per staged event per sink. A newer version supersedes an older one still waiting to be sent
-/// (each event carries the full record); one already being attempted finishes first, as the claim keeps a key's
-/// versions in order.
-async fn insert_deliveries(
+/// A newer version supersedes an older one of the same key still waiting to be sent (each event carries the full
+/// record); one already being attempted finishes first, as the claim keeps a key's versions in order. The newer
+/// versions are the rows of `state_stage`.
+async fn supersede(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
     sinks: &[String],
@@ -449,9 +582,20 @@ async fn insert_deliveries(
     )
     .await
     .map_err(q("superseding older versions"))?;
+    Ok(())
+}
+
+/// One outbox row per staged event per sink, superseding older versions still waiting.
+async fn insert_deliveries(
+    tx: &tokio_postgres::Transaction<'_>,
+    source: &str,
+    sinks: &[String],
+) -> Result<(), PipelineError> {
+    supersede(tx, source, sinks).await?;
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
     tx.execute(
-        "INSERT INTO deliveries (event_id, sink, source, key_hash, version, idempotency_key)
-         SELECT st.event_id, s.sink, $1, st.key_hash, st.version, st.event_id
+        "INSERT INTO deliveries (event_id, event_seq, sink, source, key_hash, version, idempotency_key)
+         SELECT st.event_id, st.event_seq, s.sink, $1, st.key_hash, st.version, st.event_id
            FROM state_stage st CROSS JOIN unnest($2::text[]) AS s(sink)",
         &[&source, &sinks],
     )
@@ -470,7 +614,7 @@ impl Handler<WriteChanges> for EventLogWriter {
         let faults = self.faults.clone();
         let WriteChanges {
             snapshot,
-            changes,
+            rows,
             _alive,
         } = msg;
         run(
@@ -485,12 +629,11 @@ impl Handler<WriteChanges> for EventLogWriter {
                     if let Some(d) = crate::faults::writer_delay() {
                         tokio::time::sleep(d).await;
                     }
-                    let rows = materialize(&snapshot, &changes)?;
                     let n = write_changes(c, &snapshot, &rows, &sinks).await?;
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.events.fetch_add(n, Ordering::Relaxed);
                     for kind in [ChangeKind::New, ChangeKind::Changed] {
-                        let k = changes.iter().filter(|c| c.kind == kind).count() as u64;
+                        let k = rows.iter().filter(|m| m.change.kind == kind).count() as u64;
                         crate::metrics::events_written(&snapshot.source, kind.as_str(), k);
                     }
                     signal.notify();
@@ -540,12 +683,13 @@ impl Handler<WriteRemoved> for EventLogWriter {
                                    FROM unnest($2::bigint[], $3::uuid[]) AS x(key_hash, id)
                                   WHERE st.source = $1 AND st.key_hash = x.key_hash AND NOT st.removed
                               RETURNING st.key_hash, st.key, st.version, st.row_hash, x.id),
-                             staged AS (
-                                 INSERT INTO state_stage (key_hash, key, row_hash, version, event_id)
-                                 SELECT key_hash, key, row_hash, version, id FROM gone
-                              RETURNING 1)
-                             INSERT INTO events (id, source, key_hash, key, version, kind, row_hash, payload, file_id)
-                             SELECT id, $1, key_hash, key, version, 'removed', row_hash, NULL, $4 FROM gone",
+                             ev AS (
+                                 INSERT INTO events (id, source, key_hash, key, version, kind, row_hash, payload,
+                                                     file_id)
+                                 SELECT id, $1, key_hash, key, version, 'removed', row_hash, NULL, $4 FROM gone
+                              RETURNING seq, id, key_hash, key, version, row_hash)
+                             INSERT INTO state_stage (key_hash, key, row_hash, version, event_id, event_seq)
+                             SELECT key_hash, key, row_hash, version, id, seq FROM ev",
                             &[&source, &keys, &ids, &s.file_id],
                         )
                         .await
@@ -830,5 +974,45 @@ impl Handler<DumpWriter> for EventLogWriter {
             events_written: self.stats.events.load(Ordering::Relaxed),
             failures: self.stats.failures.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_holds_back_while_a_snapshot_is_ingested_for_at_most_the_limit() {
+        let signal = OutboxSignal::default();
+        let max = Duration::from_secs(10);
+        assert_eq!(signal.hold(max), None, "nothing ingested");
+        let first = signal.ingesting();
+        let second = signal.ingesting();
+        assert!(signal.hold(max).is_some_and(|d| d <= max));
+        assert_eq!(signal.hold(Duration::ZERO), None, "yielding turned off");
+        drop(first);
+        assert!(signal.hold(max).is_some(), "one snapshot still in flight");
+        let woken = signal.subscribe();
+        drop(second);
+        assert_eq!(signal.hold(max), None);
+        // The end of the last snapshot wakes delivery at once.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), woken.notified())
+                .await
+                .expect("woken when ingest ended");
+        });
+    }
+
+    #[test]
+    fn the_hold_ends_after_the_limit_even_while_ingest_goes_on() {
+        let signal = OutboxSignal::default();
+        let _long = signal.ingesting();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(signal.hold(Duration::from_millis(20)), None);
+        assert!(signal.hold(Duration::from_secs(5)).is_some());
     }
 }

@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sink_controls",
         include_str!("../../migrations/0002_sink_controls.sql"),
     ),
+    (
+        3,
+        "lean_write_path",
+        include_str!("../../migrations/0003_lean_write_path.sql"),
+    ),
 ];
 
 /// Advisory lock key shared by every sluice instance (the ASCII bytes of "sluice:m").

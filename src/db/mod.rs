@@ -1,5 +1,6 @@
 //! PostgreSQL access: the connection pool, migrations and the embedded cluster.
 
+pub mod copy;
 pub mod embedded;
 mod migrate;
 

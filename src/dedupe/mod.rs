@@ -520,13 +520,9 @@ impl Handler<Barrier> for DedupeShard {
         AtomicResponse::new(Box::pin(
             async move {
                 for chunk in changes.chunks(batch) {
-                    writer
-                        .send(WriteChanges::new(
-                            snapshot.clone(),
-                            chunk.to_vec(),
-                            writer.track(),
-                        ))
-                        .await?;
+                    // Built here, on the shard's thread, while the writer commits the batches before it.
+                    let batch = WriteChanges::materialize(snapshot.clone(), chunk, writer.track())?;
+                    writer.send(batch).await?;
                 }
                 for chunk in removed.chunks(batch) {
                     writer

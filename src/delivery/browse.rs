@@ -82,7 +82,7 @@ pub async fn list(c: &tokio_postgres::Client, f: &Filter) -> Result<Vec<Delivery
     let rows = c
         .query(
             &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
                   WHERE ($1::text IS NULL OR d.state = $1) AND ($2::text IS NULL OR d.sink = $2)
                     AND ($3::bigint IS NULL OR d.id > $3)
                   ORDER BY d.id LIMIT $4"
@@ -115,7 +115,7 @@ pub async fn get(
     let Some(row) = c
         .query_opt(
             &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
                   WHERE d.id = $1"
             ),
             &[&id],

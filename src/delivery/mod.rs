@@ -97,6 +97,9 @@ pub struct DeliveryConfig {
     pub claim_batch: usize,
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
+    /// Snapshots being ingested: claims wait for them, for at most `yield_to_ingest` at a time.
+    pub ingest: crate::writer::OutboxSignal,
+    pub yield_to_ingest: Duration,
     pub beat: Beat,
     pub faults: Faults,
 }
@@ -203,6 +206,8 @@ struct Engine {
     poll: Duration,
     claim_batch: usize,
     clock: SharedClock,
+    ingest: crate::writer::OutboxSignal,
+    yield_to_ingest: Duration,
     control: Arc<SinkControl>,
     stats: Arc<DeliveryStats>,
     http: reqwest::Client,
@@ -236,6 +241,8 @@ impl Engine {
             poll: c.poll,
             claim_batch: c.claim_batch,
             clock: c.clock,
+            ingest: c.ingest,
+            yield_to_ingest: c.yield_to_ingest,
             control,
             stats,
             http,
@@ -327,6 +334,11 @@ impl Engine {
         if self.control.paused.load(Ordering::Relaxed) {
             return Ok(Next::Wait(self.poll));
         }
+        // Ingest first: a snapshot's changes are committed sooner when delivery does not compete with it for the
+        // cores and the database, and the end of the snapshot wakes this loop.
+        if let Some(wait) = self.ingest.hold(self.yield_to_ingest) {
+            return Ok(Next::Wait(wait));
+        }
         let resumes = self.control.resumes.load(Ordering::Relaxed);
         if resumes != self.resumes_seen {
             self.resumes_seen = resumes;
@@ -366,8 +378,8 @@ impl Engine {
             .in_flight
             .store(claimed.len() as u64, Ordering::Relaxed);
         crate::metrics::actor_received("delivery", claimed.len() as u64);
-        let ids: Vec<uuid::Uuid> = claimed.iter().map(|c| c.event_id).collect();
-        let events = outbox::events(&c, &ids).await?;
+        let seqs: Vec<i64> = claimed.iter().map(|c| c.event_seq).collect();
+        let events = outbox::events(&c, &seqs).await?;
         // When each event was committed, for the commit-to-completion latency.
         let committed: HashMap<uuid::Uuid, SystemTime> =
             events.iter().map(|(id, e)| (*id, e.observed_at)).collect();

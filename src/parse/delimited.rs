@@ -4,7 +4,7 @@
 use super::hash::{push_prefixed, HashBufs};
 use super::rows::{text, Rules};
 use super::split::{Fields, Splitter};
-use super::{DelimitedProfile, HeaderError, Record, RejectReason};
+use super::{DelimitedProfile, HeaderError, RejectReason};
 
 /// How rows of one delimited file are read: configured names resolved to positions in its header.
 #[derive(Debug)]
@@ -123,14 +123,16 @@ impl Rules for DelimitedRules {
         self.order.map_or(0, |i| order_key_of(fields.get(i)))
     }
 
-    fn record(&self, fields: &Fields<'_>) -> Record {
-        Record {
-            key: self
-                .key
-                .iter()
-                .map(|&i| text(fields.get(i).trim_ascii()))
-                .collect(),
-            fields: fields.iter().map(text).collect(),
+    fn key(&self, fields: &Fields<'_>) -> Vec<String> {
+        self.key
+            .iter()
+            .map(|&i| text(fields.get(i).trim_ascii()))
+            .collect()
+    }
+
+    fn canonical(&self, fields: &Fields<'_>, f: &mut dyn FnMut(&[u8])) {
+        for v in fields.iter() {
+            f(v);
         }
     }
 }

@@ -5,7 +5,7 @@ use super::hash::{push_prefixed, HashBufs};
 use super::rows::{text, Rules};
 use super::sas::parse_sas_datetime_bytes;
 use super::split::Fields;
-use super::{HeaderError, Record, RejectReason};
+use super::{HeaderError, RejectReason};
 
 const DELIMITER: u8 = b'|';
 const QUOTE: u8 = b'"';
@@ -132,19 +132,22 @@ impl Rules for EclrsRules {
             .map_or(0, |dt| dt.sortable_micros())
     }
 
-    fn record(&self, fields: &Fields<'_>) -> Record {
+    fn key(&self, fields: &Fields<'_>) -> Vec<String> {
+        vec![
+            text(fields.get(self.patient_key).trim_ascii()),
+            text(fields.get(self.accession).trim_ascii()),
+        ]
+    }
+
+    fn canonical(&self, fields: &Fields<'_>, f: &mut dyn FnMut(&[u8])) {
         let result = self.result();
-        let mut values = Vec::with_capacity(columns::V3_LEN);
-        values.extend((0..result).map(|i| text(fields.get(i))));
-        values.extend(std::iter::repeat_n(String::new(), self.padding));
-        values.push(text(fields.get(result)));
-        Record {
-            key: vec![
-                text(fields.get(self.patient_key).trim_ascii()),
-                text(fields.get(self.accession).trim_ascii()),
-            ],
-            fields: values,
+        for i in 0..result {
+            f(fields.get(i));
         }
+        for _ in 0..self.padding {
+            f(b"");
+        }
+        f(fields.get(result));
     }
 }
 

@@ -37,6 +37,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use delimited::DelimitedRules;
 use eclrs::EclrsRules;
 pub use hash::key_hash;
+pub use rows::EventScratch;
 
 /// 64-bit xxh3 of the record key's fields, each length-prefixed. Identifies a record within a source.
 pub type KeyHash = u64;
@@ -151,6 +152,14 @@ pub struct ParsedChunk {
     pub rejects: Vec<Reject>,
 }
 
+/// What an event needs of a row besides its payload: the key values and the row's hashes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub key: Vec<String>,
+    pub key_hash: KeyHash,
+    pub row_hash: RowHash,
+}
+
 /// A fully parsed record, for the rows that become events.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
@@ -262,6 +271,22 @@ impl Layout {
         match &self.inner.rules {
             ProfileRules::Eclrs(rules) => rows::parse_record(rules, row),
             ProfileRules::Delimited(rules) => rows::parse_record(rules, row),
+        }
+    }
+
+    /// Parses one row (bytes without terminator) for its event: writes the canonical field values as a JSON array
+    /// of strings into `payload` and answers the key values with the key and row hashes, equal to what
+    /// [`Layout::parse_chunk`] gives the row. Same validation, with the same reasons. `scratch` is reused across
+    /// rows.
+    pub fn parse_event(
+        &self,
+        row: &[u8],
+        scratch: &mut EventScratch,
+        payload: &mut String,
+    ) -> Result<EventRow, RejectReason> {
+        match &self.inner.rules {
+            ProfileRules::Eclrs(rules) => rows::parse_event(rules, row, scratch, payload),
+            ProfileRules::Delimited(rules) => rows::parse_event(rules, row, scratch, payload),
         }
     }
 

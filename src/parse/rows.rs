@@ -7,7 +7,7 @@ use memchr::memchr_iter;
 
 use super::hash::HashBufs;
 use super::split::{Fields, Splitter};
-use super::{ParsedChunk, ParsedRow, Record, Reject, RejectReason};
+use super::{EventRow, ParsedChunk, ParsedRow, Record, Reject, RejectReason};
 
 /// What a profile decides about a row once the shared steps (UTF-8, splitting, field count) have passed.
 pub(crate) trait Rules {
@@ -20,8 +20,10 @@ pub(crate) trait Rules {
     /// Writes the key encoding (to `bufs.key`, cleared first) and the row encoding (begun afresh) and returns the
     /// row's conflict order key.
     fn encode(&self, fields: &Fields<'_>, bufs: &mut HashBufs) -> u64;
-    /// The record's key values and canonical field values.
-    fn record(&self, fields: &Fields<'_>) -> Record;
+    /// The record's key values (trimmed), in key column order.
+    fn key(&self, fields: &Fields<'_>) -> Vec<String>;
+    /// Calls `f` with each canonical field value, in canonical column order.
+    fn canonical(&self, fields: &Fields<'_>, f: &mut dyn FnMut(&[u8]));
 }
 
 /// Splits and validates one row (no terminator). Reasons take precedence in this order: `invalid_utf8`,
@@ -136,7 +138,72 @@ fn parse_line<R: Rules>(
 pub(crate) fn parse_record<R: Rules>(rules: &R, row: &[u8]) -> Result<Record, RejectReason> {
     let mut splitter = Splitter::default();
     let fields = check_row(rules, row, &mut splitter)?;
-    Ok(rules.record(&fields))
+    let mut values = Vec::with_capacity(fields.len());
+    rules.canonical(&fields, &mut |v| values.push(text(v)));
+    Ok(Record {
+        key: rules.key(&fields),
+        fields: values,
+    })
+}
+
+/// [`super::Layout::parse_event`] for one profile.
+pub(crate) fn parse_event<R: Rules>(
+    rules: &R,
+    row: &[u8],
+    scratch: &mut EventScratch,
+    payload: &mut String,
+) -> Result<EventRow, RejectReason> {
+    let fields = check_row(rules, row, &mut scratch.splitter)?;
+    rules.encode(&fields, &mut scratch.bufs);
+    payload.clear();
+    payload.push('[');
+    rules.canonical(&fields, &mut |v| {
+        if payload.len() > 1 {
+            payload.push(',');
+        }
+        push_json_string(payload, v);
+    });
+    payload.push(']');
+    Ok(EventRow {
+        key: rules.key(&fields),
+        key_hash: scratch.bufs.key_hash(),
+        row_hash: scratch.bufs.row_hash(),
+    })
+}
+
+/// Appends `value` (UTF-8, as every row is checked to be) as a JSON string.
+fn push_json_string(out: &mut String, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, &b) in value.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.push_str(&String::from_utf8_lossy(&value[start..i]));
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&String::from_utf8_lossy(&value[start..]));
+    out.push('"');
+}
+
+/// Buffers [`parse_event`] reuses from one row to the next.
+#[derive(Default)]
+pub struct EventScratch {
+    splitter: Splitter,
+    bufs: HashBufs,
 }
 
 /// A field value as text. Rows are checked to be UTF-8 before any field is read and split only at ASCII bytes (the

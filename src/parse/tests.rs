@@ -187,6 +187,46 @@ fn sample_rows_found_again_by_offset_parse_to_the_same_hashes() {
 }
 
 #[test]
+fn an_event_row_has_the_records_values_as_json_and_the_rows_hashes() {
+    let mut scratch = EventScratch::default();
+    let mut payload = String::new();
+    for name in [
+        "eclrs_v1_sample.TXT",
+        "eclrs_v2_crlf_sample.TXT",
+        "eclrs_v3_sample.TXT",
+    ] {
+        let file = File::open(&Profile::Eclrs, sample(name));
+        for row in file.parse().rows {
+            let bytes = file.row_bytes(&row);
+            let event = file
+                .layout
+                .parse_event(bytes, &mut scratch, &mut payload)
+                .unwrap();
+            let record = file.layout.parse_record(bytes).unwrap();
+            assert_eq!(event.key, record.key, "{name}");
+            assert_eq!(
+                (event.key_hash, event.row_hash),
+                (row.key_hash, row.row_hash)
+            );
+            let values: Vec<String> = serde_json::from_str(&payload).unwrap();
+            assert_eq!(values, record.fields, "{name}");
+        }
+    }
+    // Quotes, backslashes and control characters are escaped; other text is kept as it is.
+    let layout = csv_profile()
+        .layout(b"case_id,test_id,result,reported,exported_at")
+        .unwrap();
+    let row = "a,1,'say \"hi\"\\ \t\u{1} é',x,y";
+    let event = layout
+        .parse_event(row.as_bytes(), &mut scratch, &mut payload)
+        .unwrap();
+    let values: Vec<String> = serde_json::from_str(&payload).unwrap();
+    assert_eq!(values, layout.parse_record(row.as_bytes()).unwrap().fields);
+    assert_eq!(values[2], "say \"hi\"\\ \t\u{1} é");
+    assert_eq!(event.key, vec!["a".to_string(), "1".to_string()]);
+}
+
+#[test]
 fn quoted_sample_fields_are_unquoted_in_records() {
     let file = File::open(&Profile::Eclrs, sample("eclrs_v3_sample.TXT"));
     let facility = canonical_index("MSHSENDINGFACILITYNAME");

@@ -22,6 +22,7 @@ async fn a_slow_writer_never_has_more_batches_in_flight_than_the_bounds() {
     let app = t.app.as_ref().unwrap();
     let capacity = app.settings.pipeline.edges.clone();
     let shards = app.settings.pipeline.shards;
+    let writers = app.settings.pipeline.writers;
     let mut checked = 0;
     for edge in &app.edges {
         let e = edge.snapshot();
@@ -36,7 +37,7 @@ async fn a_slow_writer_never_has_more_batches_in_flight_than_the_bounds() {
         assert!(e.max_depth <= e.capacity, "{e:?}");
         checked += 1;
     }
-    assert_eq!(checked, 1 + shards);
+    assert_eq!(checked, writers + shards);
     // The writer was the bottleneck: its producers spent time waiting for room.
     let writer_edge = app
         .edges

@@ -296,10 +296,11 @@ async fn a_late_finisher_with_an_old_attempt_number_changes_nothing() {
     let mut c = db.client().await;
     c.batch_execute(
         "INSERT INTO files (id, source, name, sha256, size, status) VALUES (1, 'eclrs', 'f', '', 0, 'done');
-         INSERT INTO events (id, source, key_hash, key, version, kind, row_hash, file_id)
-              VALUES ('00000000-0000-0000-0000-000000000001', 'eclrs', 1, '{a,b}', 1, 'new', '\\x00', 1);
-         INSERT INTO deliveries (event_id, sink, source, key_hash, version, idempotency_key)
-              VALUES ('00000000-0000-0000-0000-000000000001', 'hook', 'eclrs', 1, 1,
+         INSERT INTO events (seq, id, source, key_hash, key, version, kind, row_hash, file_id)
+              OVERRIDING SYSTEM VALUE
+              VALUES (1, '00000000-0000-0000-0000-000000000001', 'eclrs', 1, '{a,b}', 1, 'new', '\\x00', 1);
+         INSERT INTO deliveries (event_id, event_seq, sink, source, key_hash, version, idempotency_key)
+              VALUES ('00000000-0000-0000-0000-000000000001', 1, 'hook', 'eclrs', 1, 1,
                       '00000000-0000-0000-0000-000000000001');",
     )
     .await
