@@ -122,6 +122,17 @@ impl Supervised for ParserPool {
     }
 }
 
+/// Hands the memory a snapshot freed back to the system. glibc keeps freed memory in the arena of the thread that
+/// freed it, and a snapshot frees tens of MB (chunks, parsed rows, the shards' rows in flight, batches) across a
+/// dozen threads; without this the process keeps its peak between snapshots (SPEC §9's 300 MB with 8M keys).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Ingest one admitted snapshot; answers when it is committed (or found to be a duplicate).
 #[derive(Message)]
 #[rtype(result = "Result<Outcome, PipelineError>")]
@@ -151,8 +162,10 @@ impl Handler<Ingest> for ParserPool {
         AtomicResponse::new(Box::pin(
             async move {
                 let shards = job.shards.clone();
-                let _ingesting = job.progress.outbox.ingesting();
+                let ingesting = job.progress.outbox.ingesting();
                 let result = job.run().await;
+                release_freed_memory();
+                drop(ingesting);
                 if result.is_err() {
                     for s in &shards {
                         s.addr().do_send(Abort { reload: true });

@@ -18,7 +18,7 @@ use crate::writer::{EventLogWriter, Quiesce, WriteChanges, WriteRemoved};
 use actix::prelude::*;
 use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
-use state::{Committed, Entry, KeyMap, StateMap};
+use state::{Entry, KeyMap, StateMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
@@ -31,27 +31,27 @@ fn low64(h: RowHash) -> u64 {
     h as u64
 }
 
-/// The winning row of a key in the snapshot in flight. One per row of a snapshot, so kept small (56 bytes): the
-/// row hash as two words (no 16-byte alignment), the line as u32.
+/// One row of the snapshot in flight, as the shard keeps it until the barrier: 48 bytes, no field values. The row
+/// hash is two words (no 16-byte alignment), the line a u32.
 #[derive(Clone, Copy)]
 struct SeenRow {
+    key: KeyHash,
     row_hash: [u64; 2],
     order_key: u64,
+    offset: u64,
     line: u32,
     len: u32,
-    offset: u64,
-    prior: Option<Committed>,
 }
 
 impl SeenRow {
     fn new(row: &ParsedRow) -> Self {
         SeenRow {
+            key: row.key_hash,
             row_hash: [row.row_hash as u64, (row.row_hash >> 64) as u64],
             order_key: row.order_key,
+            offset: row.offset,
             line: u32::try_from(row.line).unwrap_or(u32::MAX),
             len: row.len,
-            offset: row.offset,
-            prior: None,
         }
     }
 
@@ -59,20 +59,62 @@ impl SeenRow {
         u128::from(self.row_hash[0]) | (u128::from(self.row_hash[1]) << 64)
     }
 
-    fn beats(&self, other: &SeenRow) -> bool {
-        (self.order_key, self.hash()) > (other.order_key, other.hash())
+    /// The conflict winner rule: greatest order key, then greatest row hash.
+    fn rank(&self) -> (u64, RowHash) {
+        (self.order_key, self.hash())
+    }
+}
+
+/// A key's rows in one snapshot, settled: the winner, the rows that lost to it (one per distinct content, the
+/// first seen), and how many rows repeated a content already seen.
+struct Settled<'a> {
+    key: KeyHash,
+    winner: &'a SeenRow,
+    losers: Vec<&'a SeenRow>,
+    duplicates: u64,
+}
+
+/// Settles one key's rows, given in line order. Order-independent: any order of the same rows gives the same
+/// winner, the same losing contents and the same counts.
+fn settle_key(rows: &[SeenRow]) -> Settled<'_> {
+    let mut winner = &rows[0];
+    let mut firsts: Vec<&SeenRow> = Vec::new();
+    // A key repeated many times in one file (a broken export) stays linear.
+    let mut contents: Option<std::collections::HashSet<[u64; 2]>> =
+        (rows.len() > 16).then(std::collections::HashSet::new);
+    let mut duplicates = 0;
+    for r in rows {
+        let repeated = match contents.as_mut() {
+            Some(set) => !set.insert(r.row_hash),
+            None => firsts.iter().any(|e| e.row_hash == r.row_hash),
+        };
+        if repeated {
+            duplicates += 1;
+            continue;
+        }
+        firsts.push(r);
+        if r.rank() > winner.rank() {
+            winner = r;
+        }
+    }
+    let losers = firsts
+        .into_iter()
+        .filter(|r| r.row_hash != winner.row_hash)
+        .collect();
+    Settled {
+        key: rows[0].key,
+        winner,
+        losers,
+        duplicates,
     }
 }
 
 /// What a shard holds only while a snapshot is in flight.
 struct InFlight {
     snapshot: Arc<Snapshot>,
-    /// The winning row so far for every key of the snapshot.
-    seen: KeyMap<SeenRow>,
-    /// Rows that lost a conflict, per key (rare).
-    losers: KeyMap<Vec<SeenRow>>,
-    rows: u64,
-    duplicate: u64,
+    /// Every row of the snapshot routed to this shard, in arrival (file) order; grouped by key at the barrier. A
+    /// vector sized from the last snapshot holds them in a third of the memory of a map from key to winner.
+    seen: Vec<SeenRow>,
     /// Resumed snapshot: keys whose change this file already committed, and its kind.
     committed_by_file: KeyMap<ChangeKind>,
     committed_removed: u64,
@@ -110,6 +152,8 @@ pub struct DedupeShard {
     writer_batch: usize,
     state: StateMap,
     in_flight: Option<InFlight>,
+    /// Rows of the last snapshot: the capacity reserved for the next one.
+    expected_rows: usize,
     /// The in-memory state may differ from `record_state` (after an aborted snapshot, or before the first load):
     /// the next snapshot reloads it first.
     dirty: bool,
@@ -142,54 +186,41 @@ impl DedupeShard {
             writer_batch: spec.writer_batch,
             state: StateMap::default(),
             in_flight: None,
+            expected_rows: 0,
             dirty: true,
             snapshots: 0,
         }
     }
 
-    fn classify(&mut self, row: &ParsedRow) {
-        debug_assert_eq!(shard_of(row.key_hash, self.shards), self.index);
-        let Some(fl) = self.in_flight.as_mut() else {
-            return;
-        };
-        fl.rows += 1;
-        let candidate = SeenRow::new(row);
-        match fl.seen.entry(row.key_hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let prior = self.state.lookup_and_mark(row.key_hash);
-                v.insert(SeenRow { prior, ..candidate });
-            }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let winner = o.get_mut();
-                let losers = fl.losers.entry(row.key_hash).or_default();
-                if winner.hash() == row.row_hash || losers.iter().any(|l| l.hash() == row.row_hash)
-                {
-                    fl.duplicate += 1;
-                } else if candidate.beats(winner) {
-                    losers.push(*winner);
-                    *winner = SeenRow {
-                        prior: winner.prior,
-                        ..candidate
-                    };
-                } else {
-                    losers.push(candidate);
-                }
-            }
-        }
-    }
-
-    /// Settles the snapshot: classifies every winner, finds removed keys and applies the changes to the state.
-    fn settle(&mut self, fl: InFlight) -> (ShardReport, Vec<Change>, Vec<(KeyHash, u32)>) {
+    /// Settles the snapshot: groups the rows by key, picks each key's winner by the order-independent rule,
+    /// classifies the winners, finds removed keys and applies the changes to the state.
+    fn settle(&mut self, mut fl: InFlight) -> (ShardReport, Vec<Change>, Vec<(KeyHash, u32)>) {
+        let rows = fl.seen.len() as u64;
+        self.expected_rows = fl.seen.len();
+        // By key, then line: each key's rows in file order, and the state read in key order (its own order).
+        fl.seen.sort_unstable_by_key(|r| (r.key, r.line));
         let mut counts = Counts {
-            rows: fl.rows,
-            duplicate: fl.duplicate,
+            rows,
             ..Counts::default()
         };
         let emit_removed = fl.snapshot.emit_removed;
         let mut changes = Vec::new();
         let mut revived = Vec::new();
-        for (&key, s) in &fl.seen {
-            let (kind, version) = match s.prior {
+        let mut conflicts = Vec::new();
+        for group in fl.seen.chunk_by(|a, b| a.key == b.key) {
+            let settled = settle_key(group);
+            let key = settled.key;
+            let s = settled.winner;
+            counts.duplicate += settled.duplicates;
+            counts.conflict += settled.losers.len() as u64;
+            conflicts.extend(settled.losers.iter().map(|l| ConflictRow {
+                key_hash: key,
+                line: u64::from(l.line),
+                offset: l.offset,
+                len: l.len,
+            }));
+            let prior = self.state.lookup_and_mark(key);
+            let (kind, version) = match prior {
                 None => (Some(ChangeKind::New), 1),
                 // Downstream was told it was removed: it comes back as new.
                 Some(c) if c.removed && emit_removed => (Some(ChangeKind::New), c.version + 1),
@@ -227,16 +258,7 @@ impl DedupeShard {
                 }
             }
         }
-        let mut conflicts = Vec::new();
-        for (&key, losers) in &fl.losers {
-            counts.conflict += losers.len() as u64;
-            conflicts.extend(losers.iter().map(|l| ConflictRow {
-                key_hash: key,
-                line: u64::from(l.line),
-                offset: l.offset,
-                len: l.len,
-            }));
-        }
+        drop(fl.seen);
         // Keys absent from this snapshot are counted once: they are marked removed — with a `removed` event
         // (and a new version) where the source emits them, silently otherwise — and not counted again while absent.
         let absent = self.state.unseen_live();
@@ -279,7 +301,7 @@ impl DedupeShard {
             shard: self.index,
             keys: self.state.len(),
             state_bytes: self.state.heap_bytes(),
-            in_flight_rows: self.in_flight.as_ref().map_or(0, |f| f.rows),
+            in_flight_rows: self.in_flight.as_ref().map_or(0, |f| f.seen.len() as u64),
             snapshots: self.snapshots,
         }
     }
@@ -459,12 +481,16 @@ impl Handler<BeginSnapshot> for DedupeShard {
                     act.state = state;
                     act.dirty = false;
                 }
+                // Sized once: a snapshot has about as many rows as the last one (or as the keys in the state
+                // window), and a vector that doubles while full holds both copies at the moment it grows.
+                let expected = if act.expected_rows > 0 {
+                    act.expected_rows
+                } else {
+                    act.state.live_len()
+                };
                 act.in_flight = Some(InFlight {
                     snapshot,
-                    seen: KeyMap::default(),
-                    losers: KeyMap::default(),
-                    rows: 0,
-                    duplicate: 0,
+                    seen: Vec::with_capacity(expected + expected / 32 + 1024),
                     committed_by_file,
                     committed_removed,
                 });
@@ -485,10 +511,11 @@ impl Handler<Classify> for DedupeShard {
     fn handle(&mut self, msg: Classify, _: &mut Context<Self>) -> Self::Result {
         crate::faults::check_panic(&self.faults, "dedupe");
         if let Some(fl) = self.in_flight.as_mut() {
-            fl.seen.reserve(msg.0.len());
-        }
-        for row in &msg.0 {
-            self.classify(row);
+            debug_assert!(msg
+                .0
+                .iter()
+                .all(|r| shard_of(r.key_hash, self.shards) == self.index));
+            fl.seen.extend(msg.0.iter().map(SeenRow::new));
         }
         Ok(())
     }
@@ -575,5 +602,62 @@ impl Handler<DumpShard> for DedupeShard {
 
     fn handle(&mut self, _: DumpShard, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.dump())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(line: u32, hash: u128, order_key: u64) -> SeenRow {
+        SeenRow {
+            key: 7,
+            row_hash: [hash as u64, (hash >> 64) as u64],
+            order_key,
+            offset: u64::from(line) * 100,
+            line,
+            len: 10,
+        }
+    }
+
+    /// (winner line, losing lines sorted, duplicates) of rows given in some order, settled in line order.
+    fn outcome(mut rows: Vec<SeenRow>) -> (u32, Vec<u32>, u64) {
+        rows.sort_unstable_by_key(|r| r.line);
+        let s = settle_key(&rows);
+        let mut losers: Vec<u32> = s.losers.iter().map(|l| l.line).collect();
+        losers.sort_unstable();
+        (s.winner.line, losers, s.duplicates)
+    }
+
+    #[test]
+    fn a_keys_rows_settle_to_the_greatest_order_key_then_row_hash_and_count_repeats_once() {
+        // Lines 1 and 4 are the same content (a duplicate); 2 has a greater order key; 3 ties with 2 on order key
+        // with a smaller hash; 5 repeats the loser 3.
+        let rows = vec![
+            row(1, 10, 5),
+            row(2, 30, 9),
+            row(3, 20, 9),
+            row(4, 10, 5),
+            row(5, 20, 9),
+        ];
+        assert_eq!(outcome(rows.clone()), (2, vec![1, 3], 2));
+        // The same contents at other lines: the winner's content and the counts do not depend on the order.
+        let mut shuffled = rows;
+        for (r, line) in shuffled.iter_mut().zip([9, 3, 7, 1, 4]) {
+            r.line = line;
+        }
+        let (winner, losers, duplicates) = outcome(shuffled);
+        assert_eq!((winner, losers.len(), duplicates), (3, 2, 2));
+    }
+
+    #[test]
+    fn a_key_repeated_many_times_settles_in_linear_time_with_the_same_counts() {
+        let rows: Vec<SeenRow> = (1..=20_000u32)
+            .map(|i| row(i, u128::from(i % 50), u64::from(i % 50)))
+            .collect();
+        let (winner, losers, duplicates) = outcome(rows);
+        assert_eq!(winner, 49);
+        assert_eq!(losers.len(), 49);
+        assert_eq!(duplicates, 20_000 - 50);
     }
 }

@@ -155,6 +155,16 @@ impl StateMap {
         self.len() == 0
     }
 
+    /// Keys whose last event was not `removed`: those a snapshot is expected to hold.
+    pub fn live_len(&self) -> usize {
+        let base = self.base.iter().filter(|e| !e.committed().removed).count();
+        base + self
+            .delta
+            .values()
+            .filter(|d| d.meta & REMOVED == 0)
+            .count()
+    }
+
     /// Heap bytes held by the map.
     pub fn heap_bytes(&self) -> usize {
         self.base.capacity() * std::mem::size_of::<Entry>()

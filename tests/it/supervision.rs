@@ -158,17 +158,18 @@ async fn a_message_stuck_past_its_deadline_is_restarted() {
     assert_ledger(&row, &truth);
     assert_eq!(t.events_of(row.id).await, expected_events(&truth));
     let tree = tree(&t).await;
+    // The writer that took the third batch (either of the two) was found stuck and restarted.
     let writer = actors(&tree)
         .into_iter()
-        .find(|a| a.kind == "writer")
-        .unwrap();
-    assert!(writer.restarts >= 1, "{tree:#?}");
+        .filter(|a| a.kind == "writer")
+        .find(|a| {
+            a.last_exit
+                .as_deref()
+                .is_some_and(|e| e.starts_with("stuck"))
+        });
     assert!(
-        writer
-            .last_exit
-            .as_deref()
-            .is_some_and(|e| e.starts_with("stuck")),
-        "{tree:#?}"
+        writer.is_some_and(|w| w.restarts >= 1),
+        "no writer restarted as stuck: {tree:#?}"
     );
 }
 
