@@ -168,7 +168,8 @@ fn every_row_of_the_shared_samples_parses_under_its_header_version() {
 }
 
 #[test]
-fn sample_rows_found_again_by_offset_parse_to_the_same_hashes() {
+fn sample_rows_found_again_by_offset_parse_to_the_same_hashes_and_payloads() {
+    let (mut scratch, mut payload) = (EventScratch::default(), String::new());
     for name in [
         "eclrs_v1_sample.TXT",
         "eclrs_v2_crlf_sample.TXT",
@@ -182,27 +183,11 @@ fn sample_rows_found_again_by_offset_parse_to_the_same_hashes() {
             assert_eq!(record.fields.len(), columns::V3_LEN);
             assert_eq!(key_hash(&record.key), row.key_hash, "{name}");
             assert_eq!(file.layout.row_hash(&record), row.row_hash, "{name}");
-        }
-    }
-}
-
-#[test]
-fn an_event_row_has_the_records_values_as_json_and_the_rows_hashes() {
-    let mut scratch = EventScratch::default();
-    let mut payload = String::new();
-    for name in [
-        "eclrs_v1_sample.TXT",
-        "eclrs_v2_crlf_sample.TXT",
-        "eclrs_v3_sample.TXT",
-    ] {
-        let file = File::open(&Profile::Eclrs, sample(name));
-        for row in file.parse().rows {
-            let bytes = file.row_bytes(&row);
+            // What an event is written from: the same key, hashes and values (as a JSON array).
             let event = file
                 .layout
                 .parse_event(bytes, &mut scratch, &mut payload)
                 .unwrap();
-            let record = file.layout.parse_record(bytes).unwrap();
             assert_eq!(event.key, record.key, "{name}");
             assert_eq!(
                 (event.key_hash, event.row_hash),
@@ -212,6 +197,11 @@ fn an_event_row_has_the_records_values_as_json_and_the_rows_hashes() {
             assert_eq!(values, record.fields, "{name}");
         }
     }
+}
+
+#[test]
+fn event_payloads_escape_quotes_backslashes_and_control_characters() {
+    let (mut scratch, mut payload) = (EventScratch::default(), String::new());
     // Quotes, backslashes and control characters are escaped; other text is kept as it is.
     let layout = csv_profile()
         .layout(b"case_id,test_id,result,reported,exported_at")

@@ -115,20 +115,20 @@ fn summary(samples: &[Sample], pick: impl Fn(&Sample) -> bool) -> String {
 
 /// Bytes per key of the structures that legitimately grow with the keys of a snapshot, at their worst moment
 /// (the end-of-snapshot barrier, when they coexist; src/dedupe):
-/// - the snapshot's `seen` map: a hashbrown bucket of (u64 key, 56-byte `SeenRow`) plus a control byte = 65 B,
-///   and at a load factor of at most 7/8 with doubling growth, at worst 16/7 buckets a key: 149 B;
+/// - the snapshot's rows in flight: a `Vec` of 48-byte rows, reserved from the last snapshot's row count and
+///   otherwise doubling while pushed to (a first snapshot): at most 2 × 48 = 96 B;
 /// - the barrier's `Vec<Change>` (64 B a change, every key is new in a first snapshot), up to twice that while a
 ///   pushed-to Vec doubles: 128 B;
 /// - the committed state the barrier applies: the delta map (24-byte entries plus a control byte, 16/7 buckets a
 ///   key: 57 B), then its merge into the sorted 20-byte array (the sorted copy and the grown array: 40 B).
 ///
-/// (While parsing, the `seen` map's growth — new table beside the old half-size one — peaks at 1.5 × 149 = 223 B,
+/// (While parsing, the rows' `Vec` doubling — the new buffer beside the old full one — peaks at 3 × 48 = 144 B,
 /// below the barrier's figure.) A row of the file is ~650 bytes: holding rows, or the file, would not fit.
-const PER_KEY_BYTES: u64 = 149 + 128 + 57 + 40;
+const PER_KEY_BYTES: u64 = 96 + 128 + 57 + 40;
 
 /// What does not grow with the file: the reader's and parsers' chunks in flight, the batches on the bounded
-/// edges, one writer batch materialised from the file, delivery's claimed rows, and what the allocator keeps of
-/// freed memory.
+/// edges (each writer's edge holds up to `capacity + 1` batches materialised from the file, ~1.5 MB each at
+/// 1,000 rows), delivery's claimed rows, and what the allocator keeps of freed memory.
 const FIXED_ALLOWANCE: u64 = 48 * MIB;
 
 #[actix_rt::test]
