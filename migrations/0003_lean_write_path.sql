@@ -34,13 +34,23 @@ SELECT e.id, e.seq, e.source, e.key, e.version, e.kind, e.file_id, e.line, e.cre
 
 ALTER TABLE deliveries ADD COLUMN event_seq bigint;
 UPDATE deliveries d SET event_seq = e.seq FROM events e WHERE e.id = d.event_id;
+DO $$
+DECLARE orphans bigint;
+BEGIN
+    SELECT count(*) INTO orphans FROM deliveries WHERE event_seq IS NULL;
+    IF orphans > 0 THEN
+        RAISE EXCEPTION 'migration 3: % outbox rows (deliveries) have no event in events; nothing was changed. '
+            'Restore the events or remove those deliveries, then start sluice again.', orphans;
+    END IF;
+END $$;
 ALTER TABLE deliveries ALTER COLUMN event_seq SET NOT NULL;
 
 DROP INDEX deliveries_key;
 CREATE INDEX deliveries_key ON deliveries USING hash (key_hash);
 
--- Counting deliveries by state reads the table either way (most rows end `completed`); only the rare states an
--- operator acts on keep an index. New outbox rows enter none of these.
+-- New outbox rows are `available`: an index on (state, sink) put every one at the same key, and two writers queued
+-- on its last leaf. The open states are counted through the partial indexes above (`deliveries_ready`,
+-- `deliveries_leases`) and this one; the terminal states are counted as they happen (metrics).
 DROP INDEX deliveries_state;
 CREATE INDEX deliveries_dead ON deliveries (sink, id) WHERE state IN ('dead', 'cancelled');
 

@@ -164,8 +164,8 @@ impl Handler<Ingest> for ParserPool {
                 let shards = job.shards.clone();
                 let ingesting = job.progress.outbox.ingesting();
                 let result = job.run().await;
-                release_freed_memory();
                 drop(ingesting);
+                tokio::task::spawn_blocking(release_freed_memory);
                 if result.is_err() {
                     for s in &shards {
                         s.addr().do_send(Abort { reload: true });

@@ -54,8 +54,15 @@ pub struct OutboxSignal {
 #[derive(Debug, Default)]
 struct Ingesting {
     active: usize,
+    /// Start of the current run of ingests: snapshots that follow one another within [`INGEST_RUN_GAP`] (a
+    /// backlog, retries) count as one run, so that delivery is held back once per run, not once per file.
     since: Option<Instant>,
+    /// When the last ingest ended.
+    ended: Option<Instant>,
 }
+
+/// Ingests this close together belong to one run (see [`Ingesting::since`]).
+const INGEST_RUN_GAP: Duration = Duration::from_secs(2);
 
 impl OutboxSignal {
     pub fn subscribe(&self) -> Arc<Notify> {
@@ -72,13 +79,16 @@ impl OutboxSignal {
     /// Marks a snapshot as being ingested until the guard is dropped; the last one to end wakes delivery.
     pub fn ingesting(&self) -> IngestGuard {
         let mut st = self.ingest.lock().expect("signal lock");
+        let continues_run = st.active > 0 || st.ended.is_some_and(|t| t.elapsed() < INGEST_RUN_GAP);
+        if !continues_run || st.since.is_none() {
+            st.since = Some(Instant::now());
+        }
         st.active += 1;
-        st.since.get_or_insert_with(Instant::now);
         IngestGuard(self.clone())
     }
 
-    /// How much longer delivery should hold back for an ingest in progress, when it yields for at most `max` at a
-    /// time: `None` when nothing is being ingested or it has already waited `max`.
+    /// How much longer delivery should hold back for an ingest in progress, when it yields for at most `max` to
+    /// one run of ingests: `None` when nothing is being ingested or the run began `max` ago.
     pub fn hold(&self, max: Duration) -> Option<Duration> {
         let st = self.ingest.lock().expect("signal lock");
         let since = st.since.filter(|_| st.active > 0)?;
@@ -96,7 +106,7 @@ impl Drop for IngestGuard {
             let mut st = self.0.ingest.lock().expect("signal lock");
             st.active = st.active.saturating_sub(1);
             if st.active == 0 {
-                st.since = None;
+                st.ended = Some(Instant::now());
             }
             st.active == 0
         };
@@ -1014,5 +1024,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(signal.hold(Duration::from_millis(20)), None);
         assert!(signal.hold(Duration::from_secs(5)).is_some());
+    }
+
+    #[test]
+    fn snapshots_in_quick_succession_hold_delivery_back_once_for_the_whole_run() {
+        let signal = OutboxSignal::default();
+        let max = Duration::from_millis(40);
+        drop(signal.ingesting());
+        std::thread::sleep(Duration::from_millis(50));
+        // The next file of a backlog starts at once: the run began 50 ms ago, past the limit.
+        let _next = signal.ingesting();
+        assert_eq!(signal.hold(max), None);
     }
 }

@@ -90,9 +90,18 @@ async fn refresh(
     sources: &[String],
 ) -> Result<(), tokio_postgres::Error> {
     let states: Vec<&str> = DELIVERY_STATES.to_vec();
+    // One part per partial index (waiting, executing, dead): the outbox keeps every completed row, and a count
+    // over the whole table every few seconds would grow with its history.
     let counts: HashMap<(String, String), i64> = c
         .query(
-            "SELECT sink, state, count(*) FROM deliveries WHERE state = ANY($1) GROUP BY sink, state",
+            "SELECT sink, state, count(*) FROM deliveries WHERE state IN ('available', 'retryable')
+                AND state = ANY($1) GROUP BY sink, state
+             UNION ALL
+             SELECT sink, state, count(*) FROM deliveries WHERE state = 'executing'
+                AND state = ANY($1) GROUP BY sink, state
+             UNION ALL
+             SELECT sink, state, count(*) FROM deliveries WHERE state IN ('dead', 'cancelled')
+                AND state = ANY($1) GROUP BY sink, state",
             &[&states],
         )
         .await?

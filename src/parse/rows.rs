@@ -33,8 +33,9 @@ pub(crate) fn check_row<'a, R: Rules>(
     row: &'a [u8],
     splitter: &'a mut Splitter,
 ) -> Result<Fields<'a>, RejectReason> {
-    // Full validation only for the rare row with a non-ASCII byte; `is_ascii` is a word-at-a-time scan.
-    if !row.is_ascii() && std::str::from_utf8(row).is_err() {
+    // Full validation only for the rare row with a non-ASCII byte; `is_ascii` is a word-at-a-time scan. A NUL
+    // byte counts as invalid too, as PostgreSQL counts it: no text value can hold one.
+    if (!row.is_ascii() && std::str::from_utf8(row).is_err()) || memchr::memchr(0, row).is_some() {
         return Err(RejectReason::InvalidUtf8);
     }
     // `ParsedRow::len` and the hash length prefixes are u32: a longer "row" is not a row of any export.

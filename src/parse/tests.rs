@@ -457,6 +457,18 @@ fn valid_non_ascii_text_is_accepted() {
 }
 
 #[test]
+fn a_nul_byte_in_any_field_is_invalid_text() {
+    // PostgreSQL's text cannot hold NUL: such a row is rejected here instead of failing its batch's COPY.
+    let layout = eclrs(HeaderVersion::V3);
+    let fields = with(record_fields(4), "PIDADDRESSLINE2", "APT\u{0}4");
+    let text = line(HeaderVersion::V3, &fields);
+    assert_eq!(
+        reason_of(&layout, text.as_bytes()),
+        RejectReason::InvalidUtf8
+    );
+}
+
+#[test]
 fn county_codes_accept_any_integer_with_surrounding_spaces() {
     let layout = eclrs(HeaderVersion::V3);
     for county in ["0", "61", " 47 ", "-1", "+5", "007"] {
