@@ -160,7 +160,7 @@ impl App {
     /// ```text
     /// root (one_for_one)
     /// ├── admin                      thread: health, metrics, admin API
-    /// ├── ingest (one_for_all)       writer, dedupe shards, parser, watchers
+    /// ├── ingest (one_for_all)       writers, dedupe shards, parser, watchers
     /// └── delivery (one_for_one)     lease reaper, one DeliveryActor per sink
     /// ```
     pub async fn start_with(
