@@ -1033,20 +1033,14 @@ fn child_main(spec: &str) -> Result<()> {
     let result = actix_rt::System::new().block_on(async move {
         let settings = app_settings(&spec.app_dir, &spec.url)?;
         let c = connect(&spec.url).await?;
-        let tracked: i64 = c
-            .query_one(
-                "SELECT count(*) FROM record_state WHERE source = $1",
-                &[&SOURCE],
-            )
-            .await?
-            .get(0);
+        let tracked = tracked_keys(&c).await?;
         // The shards load their state when the watcher takes the source's ingest lock, just after the start:
         // timed until every key is in memory.
         let t0 = Instant::now();
         let app = App::start(settings, spec.url.clone(), false).await?;
         let (keys, state_bytes) = loop {
             let (keys, bytes) = shard_state(&app).await?;
-            if keys >= tracked as u64 {
+            if keys >= tracked {
                 break (keys, bytes);
             }
             ensure!(
@@ -1097,18 +1091,24 @@ fn child_main(spec: &str) -> Result<()> {
     Ok(())
 }
 
-/// Pads `record_state` with synthetic keys of the source up to `keys`; answers how many were added. They are
-/// keys that left the source's window long ago (`removed`), as the 7.5M keys beyond a 500k-row window are in a
-/// real deployment: tracked, in memory, but not expected in the next snapshot.
-async fn seed_keys(c: &tokio_postgres::Client, keys: u64) -> Result<u64> {
-    let have: i64 = c
+/// Keys of the source in `record_state`.
+async fn tracked_keys(c: &tokio_postgres::Client) -> Result<u64> {
+    let n: i64 = c
         .query_one(
             "SELECT count(*) FROM record_state WHERE source = $1",
             &[&SOURCE],
         )
         .await?
         .get(0);
-    let extra = keys.saturating_sub(have as u64);
+    Ok(n as u64)
+}
+
+/// Pads `record_state` with synthetic keys of the source up to `keys`; answers how many were added. They are
+/// keys that left the source's window long ago (`removed`), as the 7.5M keys beyond a 500k-row window are in a
+/// real deployment: tracked, in memory, but not expected in the next snapshot.
+async fn seed_keys(c: &tokio_postgres::Client, keys: u64) -> Result<u64> {
+    let have = tracked_keys(c).await?;
+    let extra = keys.saturating_sub(have);
     if extra == 0 {
         return Ok(0);
     }
