@@ -489,3 +489,38 @@ async fn a_burst_of_401s_pauses_the_sink_and_nothing_goes_dead() {
         .collect();
     assert_eq!(keys.len(), 30);
 }
+
+/// Ingest first (docs/ARCHITECTURE.md): while a snapshot is written in many transactions, delivery claims nothing;
+/// the end of the snapshot wakes it, and every change is delivered.
+#[actix_rt::test]
+async fn delivery_waits_for_the_snapshot_being_written_then_delivers_all_of_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let t = spawn_app(Options {
+        // Twenty transactions: the first commits well before the file is done.
+        writer_batch: 1_000,
+        sinks: Some(webhook(&server.uri(), "concurrency = 16")),
+        ..Options::default()
+    })
+    .await;
+    let (s0, _) = t.generate(crate::app::gen_args(&t.path("g0"), 20_000, 17, None));
+    let row = t.ingest(&s0, "S0.TXT").await;
+    assert_eq!(row.status, "done", "{row:?}");
+    let events = t.count("SELECT count(*) FROM events").await;
+    assert!(events > 19_000, "{events} events");
+    assert_eq!(t.wait_delivered().await, events);
+    let early = t
+        .count(&format!(
+            "SELECT count(*) FROM delivery_attempts a, files f
+              WHERE f.id = {} AND a.started_at < f.finished_at",
+            row.id
+        ))
+        .await;
+    assert_eq!(
+        early, 0,
+        "attempts started while the snapshot was being written"
+    );
+}
