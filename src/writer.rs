@@ -333,14 +333,6 @@ impl WriteChanges {
             _alive: alive,
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
 }
 
 struct Materialized {

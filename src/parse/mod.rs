@@ -7,7 +7,9 @@
 //! blocking threads, off the async executors.
 //!
 //! Rows keep no field values: for the ~99 % of rows that are unchanged nothing more is needed. The few rows that
-//! become events are read again by offset and parsed in full with [`Layout::parse_record`].
+//! become events are read again by offset and parsed with [`Layout::parse_event`], which writes their values
+//! straight into the event's JSON payload. [`Layout::parse_record`] gives the same values as strings (the reference
+//! the tests hold `parse_event` and the hashes to).
 //!
 //! The rooms, in the order a row passes through them:
 //! - `rows` — the chunk loop shared by all profiles: lines, CR/LF, empty lines, the order of reject reasons;
@@ -265,7 +267,8 @@ impl Layout {
         }
     }
 
-    /// Parses one row (bytes without terminator) in full: trimmed key values and all canonical field values
+    /// Parses one row (bytes without terminator) into owned strings — the plain form of [`Layout::parse_event`]:
+    /// trimmed key values and all canonical field values
     /// (unquoted; v1/v2 padded to v3). Same validation, with the same reasons, as [`Layout::parse_chunk`].
     pub fn parse_record(&self, row: &[u8]) -> Result<Record, RejectReason> {
         match &self.inner.rules {
