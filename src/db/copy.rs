@@ -2,7 +2,7 @@
 //!
 //! tokio-postgres' `BinaryCopyInWriter` encodes each value through `ToSql` and hands the connection a message
 //! every 4 KiB; for a first load (1.5M rows of events, state and outbox) that framing cost more CPU than the
-//! encoding itself. [`CopyIn`] appends fields to one buffer and sends it in chunks of [`CHUNK`] bytes, so the
+//! encoding itself. [`CopyIn`] appends fields to one buffer and sends it in chunks of `CHUNK` (256 KiB), so the
 //! server parses one chunk while the next is encoded.
 
 use bytes::{BufMut, Bytes, BytesMut};
